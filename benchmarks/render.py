@@ -1,0 +1,77 @@
+"""Throughput of the full f(beta, r) through the JAX bridge, in batches.
+
+  python -m benchmarks.render [--resolution=64] [--batch=256] [--num_batches=8] [--num_workers=-1]
+
+Prints the time per stage and, as its last line, JSON with `samples_per_s`.
+Stage times are CPU seconds per sample summed over workers; `bridge` is the
+wall time per sample spent outside the host renderer (JAX dispatch, callback
+marshalling), `host_ipc` the host wall time not spent in the stages.
+"""
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+
+from hgrad.csg import CSGConfig
+from hgrad.csg_host import csg_generator
+
+_RESOLUTION = flags.DEFINE_integer("resolution", 64, "Image size (square).")
+_BATCH = flags.DEFINE_integer("batch", 256, "Samples per host call (n seeds x 2m betas).")
+_NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Timed batches.")
+_NUM_WORKERS = flags.DEFINE_integer("num_workers", -1, "Render workers; -1 = one per core.")
+
+
+def main(argv):
+  del argv
+  num_workers = None if _NUM_WORKERS.value < 0 else _NUM_WORKERS.value
+  generator = csg_generator(CSGConfig(resolution=_RESOLUTION.value), num_workers=num_workers)
+  num_betas = 8
+  num_seeds = max(1, _BATCH.value // num_betas)
+
+  @jax.jit
+  def generate(beta, key):
+    betas = beta + 0.02 * jax.random.normal(jax.random.fold_in(key, 1), (num_betas, beta.size))
+    keys = jax.random.split(key, num_seeds)
+    return jax.vmap(jax.vmap(generator.generate, (None, 0)), (0, None))(betas, keys)
+
+  beta0 = jnp.asarray(generator.beta0)
+  jax.block_until_ready(generate(beta0, jax.random.key(0)))  # compile, start workers
+  generator.reset_stats()
+  start = time.perf_counter()
+  for step in range(_NUM_BATCHES.value):
+    jax.block_until_ready(generate(beta0, jax.random.key(step + 1)))
+  wall = time.perf_counter() - start
+  stats = generator.reset_stats()
+  generator.close()
+  samples = stats["samples"]
+  ms = lambda seconds: 1e3 * seconds / samples  # noqa: E731
+  stages = {
+      "grammar": ms(stats["grammar_s"]),
+      "csg": ms(stats["csg_s"]),
+      "render": ms(stats["render_s"]),
+      "host_ipc": ms(stats["host_wall_s"]) - (ms(stats["grammar_s"] + stats["csg_s"] + stats["render_s"])
+                                             / max(generator.num_workers, 1)),
+      "bridge": ms(wall - stats["host_wall_s"]),
+  }
+  print(f"{int(samples)} samples of {_RESOLUTION.value}x{_RESOLUTION.value} in "
+        f"{_NUM_BATCHES.value} host calls of {num_betas} betas x {num_seeds} seeds, "
+        f"{generator.num_workers} render workers")
+  for name, value in stages.items():
+    print(f"  {name:9s} {value:7.3f} ms/sample")
+  print(f"  degenerate booleans: {int(stats['degenerate_booleans'])} of {int(stats['booleans'])}")
+  print(json.dumps({
+      "samples_per_s": round(samples / wall, 1),
+      "resolution": _RESOLUTION.value,
+      "batch": int(samples // _NUM_BATCHES.value),
+      "num_workers": generator.num_workers,
+      "ms_per_sample": {k: round(v, 3) for k, v in stages.items()},
+  }))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,23 @@
+"""Gallery of CSG samples at the default beta0.
+
+  python -m experiments.gallery --workdir=/tmp/gallery
+  python -m experiments.gallery --workdir=/tmp/gallery --config.csg.max_depth=2
+"""
+
+import dataclasses
+
+import ml_collections
+
+from hgrad.csg import CSGConfig
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  del arg
+  config = ml_collections.ConfigDict()
+  config.num_samples = 16
+  config.columns = 4
+  config.seed = 0
+  config.scale = 2              # upscale factor of the PNG
+  config.num_workers = 0        # 16 samples: rendering in-process is fastest
+  config.csg = ml_collections.ConfigDict(dataclasses.asdict(CSGConfig()))
+  return config

@@ -1,0 +1,79 @@
+"""f(beta, r) for the CSG grammar, on the host: grammar -> CSG -> raster -> shading."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from hgrad import csg
+from hgrad import render
+from hgrad.bridge import Generator
+from hgrad.sample import Sample
+
+STAT_KEYS = ("grammar_s", "csg_s", "render_s", "samples", "booleans", "degenerate_booleans")
+
+
+class CSGHost:
+  """Renders batches of CSG samples; one long-lived GL context per instance."""
+
+  layout = csg.CSG_LAYOUT
+
+  def __init__(self, config: csg.CSGConfig):
+    self.config = config
+    self.height = self.width = config.resolution
+    self._rasterizer = None
+
+  def _raster(self) -> render.BatchRasterizer:
+    if self._rasterizer is None:
+      self._rasterizer = render.BatchRasterizer(self.width, self.height)
+    return self._rasterizer
+
+  def warm_up(self):
+    """Opens the GL context now, so a missing driver fails at start-up."""
+    self._raster()
+
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+    """Renders sample i from (clip(beta[i]), seeds[i]); deterministic in both."""
+    beta_Bxd = self.layout.clip(self.layout.check(beta_Bxd).reshape(-1, self.layout.dim))
+    seeds_B = np.asarray(seeds_B).reshape(-1)
+    if len(seeds_B) != len(beta_Bxd):
+      raise ValueError(f"{len(beta_Bxd)} betas but {len(seeds_B)} seeds")
+    stats = dict.fromkeys(STAT_KEYS, 0.0)
+    cfg = self.config
+    meshes, lights = [], []
+    for beta, seed in zip(beta_Bxd, seeds_B):
+      t0 = time.perf_counter()
+      noise = csg.draw_noise(int(seed), cfg.max_depth)
+      tree = csg.sample_tree(beta.astype(np.float64), noise, cfg)
+      t1 = time.perf_counter()
+      shape, mesh_stats = csg.build_mesh(tree, cfg)
+      cam = csg.to_camera(shape, noise, cfg)
+      t2 = time.perf_counter()
+      z_far = float(np.abs(cam.verts[:, 2]).max()) + 1.0
+      # The camera sits 1 unit (half the view width is 1) in front of the shape.
+      verts = cam.verts - np.array([0, 0, z_far], np.float32)
+      meshes.append(render.Meshes(verts, cam.normals, cam.tris,
+                                  render.orthographic(1.0, 1.0, 0.5, 2 * z_far + 0.5)))
+      lights.append(csg.light(noise, cfg))
+      stats["grammar_s"] += t1 - t0
+      stats["csg_s"] += t2 - t1
+      stats["booleans"] += mesh_stats.booleans
+      stats["degenerate_booleans"] += mesh_stats.degenerate_booleans
+    t3 = time.perf_counter()
+    rasters = self._raster().render(meshes)
+    image = np.stack([render.lambertian(n, m, d, a)
+                      for n, m, (d, a) in zip(rasters.normals, rasters.mask, lights)])
+    stats["render_s"] += time.perf_counter() - t3
+    stats["samples"] += len(meshes)
+    return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
+
+  def close(self):
+    if self._rasterizer is not None:
+      self._rasterizer.close()
+      self._rasterizer = None
+
+
+def csg_generator(config: csg.CSGConfig | None = None, num_workers: int | None = None):
+  """The MIT-Berkeley CSG generator f(beta, r) with its JAX entry point."""
+  return Generator(CSGHost, config or csg.CSGConfig(), num_workers)

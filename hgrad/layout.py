@@ -1,0 +1,77 @@
+"""Named parameter vectors with a valid box: the beta of every grammar.
+
+A layout is data, not code: every generator (CSG, scenes, faces) describes its
+beta with one `ParamLayout`, so validation, clipping and reporting are written
+once.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple, Sequence
+
+import numpy as np
+
+
+class ParamSpec(NamedTuple):
+  """One dimension of beta: its name, valid box and documented default."""
+
+  name: str
+  low: float
+  high: float
+  default: float
+  doc: str = ""
+
+
+class ParamLayout:
+  """An ordered set of `ParamSpec`s with vector views of names and bounds."""
+
+  def __init__(self, name: str, specs: Sequence[ParamSpec]):
+    self.name = name
+    self.specs = tuple(specs)
+    self.names = tuple(s.name for s in self.specs)
+    if len(set(self.names)) != len(self.names):
+      raise ValueError(f"{name}: duplicate parameter names in layout")
+    self.low = np.array([s.low for s in self.specs], np.float32)
+    self.high = np.array([s.high for s in self.specs], np.float32)
+    self.default = np.array([s.default for s in self.specs], np.float32)
+    bad = np.nonzero((self.low > self.default) | (self.default > self.high))[0]
+    if bad.size:
+      raise ValueError(f"{name}: default outside the box for {self.describe(bad)}")
+
+  @property
+  def dim(self) -> int:
+    return len(self.specs)
+
+  def index(self, name: str) -> int:
+    return self.names.index(name)
+
+  def describe(self, indices) -> str:
+    return ", ".join(f"{i} ({self.names[i]})" for i in np.atleast_1d(indices))
+
+  def check(self, beta, *, what: str = "beta") -> np.ndarray:
+    """Returns beta as float32 (..., dim); raises ValueError on shape or NaN/inf."""
+    beta = np.asarray(beta, np.float32)
+    if beta.ndim == 0 or beta.shape[-1] != self.dim:
+      raise ValueError(
+          f"{what} must have trailing dimension {self.dim} for the {self.name} "
+          f"layout, got shape {beta.shape}")
+    finite = np.isfinite(beta)
+    if not finite.all():
+      dims = np.nonzero(~finite.reshape(-1, self.dim).all(axis=0))[0]
+      raise ValueError(f"{what} is NaN or infinite in dimension(s) {self.describe(dims)}")
+    return beta
+
+  def clip(self, beta):
+    """Clips to the valid box; works on numpy and jax arrays alike."""
+    return beta.clip(self.low, self.high)
+
+  def as_dict(self, beta) -> dict[str, float]:
+    beta = np.asarray(beta, np.float64)
+    return {n: float(v) for n, v in zip(self.names, beta)}
+
+  def table(self) -> str:
+    """Markdown table of the layout, for docs and BUILD_NOTES."""
+    rows = ["| # | name | low | high | default | meaning |", "|---|---|---|---|---|---|"]
+    for i, s in enumerate(self.specs):
+      rows.append(f"| {i} | {s.name} | {s.low:g} | {s.high:g} | {s.default:g} | {s.doc} |")
+    return "\n".join(rows)

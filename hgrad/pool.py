@@ -1,0 +1,179 @@
+"""Host renderers in worker processes: one long-lived GL context per worker.
+
+Workers are fresh interpreters (`python -m hgrad.pool`), not forks: forking a
+process that runs JAX is unsafe, and multiprocessing's 'spawn' re-imports the
+user's `__main__`, which breaks scripts without a main guard. Each worker
+connects back over a local socket, builds its host generator once and then
+renders chunks. A batch is split into contiguous chunks, one per worker, so
+results do not depend on the number of workers. If EGL cannot open a context
+and the user did not choose a platform, the workers are restarted with OSMesa;
+if that fails too, the error names both.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import threading
+import traceback
+from multiprocessing.connection import Client, Listener
+from typing import Any, Callable
+
+import numpy as np
+
+from hgrad import render
+from hgrad.sample import Sample, concatenate
+
+Factory = Callable[[Any], Any]
+_START_TIMEOUT_S = 120.0
+
+
+def _error(e: BaseException):
+  return ("error", (type(e).__name__, str(e), traceback.format_exc()))
+
+
+def _serve(conn):
+  """Worker side: build the host from the first message, then render until told to stop."""
+  factory, config = conn.recv()
+  try:
+    host = factory(config)
+    if hasattr(host, "warm_up"):
+      host.warm_up()
+    conn.send(("ready", None))
+  except BaseException as e:  # pylint: disable=broad-except
+    conn.send(_error(e))
+    return
+  while True:
+    try:
+      message = conn.recv()
+    except EOFError:
+      break
+    if message is None:
+      break
+    try:
+      conn.send(("ok", host.render_batch(*message)))
+    except BaseException as e:  # pylint: disable=broad-except
+      conn.send(_error(e))
+  host.close()
+
+
+def _reraise(kind: str, message: str, trace: str):
+  if kind == "ValueError":
+    raise ValueError(message)
+  if kind == "RenderError":
+    raise render.RenderError(message)
+  raise RuntimeError(f"render worker failed: {kind}: {message}\n{trace}")
+
+
+def merge_stats(stats: list[dict]) -> dict:
+  return {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
+
+
+class RenderPool:
+  """Runs `factory(config).render_batch(beta, seeds)` over worker processes."""
+
+  def __init__(self, factory: Factory, config: Any, num_workers: int):
+    if num_workers < 1:
+      raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    self._factory, self._config, self.num_workers = factory, config, num_workers
+    self._workers: list[tuple[Any, Any]] = []
+    self._lock = threading.Lock()
+    atexit.register(self.close)
+
+  def _start(self, platform: str):
+    authkey = secrets.token_bytes(16)
+    address = os.path.join(tempfile.mkdtemp(prefix="hgrad-pool-"), "socket")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYOPENGL_PLATFORM=platform, HGRAD_POOL_AUTHKEY=authkey.hex(),
+               PYTHONPATH=os.pathsep.join([package_root] + sys.path))
+    with Listener(address, authkey=authkey) as listener:
+      procs = {}
+      for _ in range(self.num_workers):
+        proc = subprocess.Popen([sys.executable, "-m", "hgrad.pool", address], env=env)
+        procs[proc.pid] = proc
+      # Closing the listener makes a pending accept() fail: the start-up timeout.
+      watchdog = threading.Timer(_START_TIMEOUT_S, listener.close)
+      watchdog.start()
+      try:
+        for _ in range(self.num_workers):
+          conn = listener.accept()
+          self._workers.append((procs[conn.recv()], conn))
+      except OSError as e:
+        for proc in procs.values():
+          proc.kill()
+        self.close()
+        raise RuntimeError(f"render workers did not start within {_START_TIMEOUT_S:.0f} s "
+                           f"(exit codes {[p.poll() for p in procs.values()]})") from e
+      finally:
+        watchdog.cancel()
+    for _, conn in self._workers:
+      conn.send((self._factory, self._config))
+    failures = [r[1] for r in (self._receive(w) for w in self._workers) if r[0] == "error"]
+    if failures:
+      self.close()
+      _reraise(*failures[0])
+
+  def _ensure_started(self):
+    if self._workers:
+      return
+    user_platform = os.environ.get("PYOPENGL_PLATFORM")
+    if user_platform:
+      self._start(user_platform)
+      return
+    try:
+      self._start("egl")
+    except render.RenderError as egl_error:
+      try:
+        self._start("osmesa")
+      except render.RenderError as osmesa_error:
+        raise render.RenderError(
+            f"no headless OpenGL context. EGL failed: {egl_error} OSMesa failed: "
+            f"{osmesa_error}") from osmesa_error
+
+  @staticmethod
+  def _receive(worker):
+    proc, conn = worker
+    try:
+      return conn.recv()
+    except (EOFError, OSError):
+      return ("error", ("RuntimeError", f"render worker {proc.pid} died (exit code "
+                        f"{proc.poll()})", ""))
+
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+    with self._lock:
+      self._ensure_started()
+      chunks = [c for c in np.array_split(np.arange(len(seeds_B)), self.num_workers) if len(c)]
+      for (_, conn), idx in zip(self._workers, chunks):
+        conn.send((beta_Bxd[idx], seeds_B[idx]))
+      replies = [self._receive(w) for w in self._workers[:len(chunks)]]
+    failures = [r[1] for r in replies if r[0] == "error"]
+    if failures:
+      if any(f[0] not in ("ValueError",) for f in failures):
+        self.close()
+      _reraise(*failures[0])
+    samples, stats = zip(*(r[1] for r in replies))
+    return concatenate(list(samples)), merge_stats(list(stats))
+
+  def close(self):
+    workers, self._workers = self._workers, []
+    for proc, conn in workers:
+      try:
+        conn.send(None)
+      except (OSError, BrokenPipeError):
+        pass
+    for proc, conn in workers:
+      try:
+        proc.wait(timeout=5)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+      conn.close()
+
+
+if __name__ == "__main__":
+  connection = Client(sys.argv[1], authkey=bytes.fromhex(os.environ["HGRAD_POOL_AUTHKEY"]))
+  connection.send(os.getpid())
+  _serve(connection)

@@ -1,0 +1,153 @@
+"""The CSG grammar and its renders (host side)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from hgrad import csg
+from hgrad.config_util import to_dataclass
+
+LAYOUT = csg.CSG_LAYOUT
+
+
+def test_layout_has_29_named_dims_with_defaults_in_box():
+  assert LAYOUT.dim == 29
+  assert len(set(LAYOUT.names)) == 29
+  assert np.all(LAYOUT.low <= LAYOUT.default) and np.all(LAYOUT.default <= LAYOUT.high)
+  assert np.all(LAYOUT.low[[10, 11, 12, 16, 17, 18, 20, 22, 24, 26, 28]] > 0), "variances > 0"
+  assert "| 28 | tetra_length_logvar |" in LAYOUT.table()
+
+
+def test_same_seed_same_sample_other_seed_differs(csg_gen):
+  beta = np.tile(csg_gen.beta0, (3, 1))
+  a = csg_gen.render(beta, [7, 7, 8])
+  b = csg_gen.render(beta[:1], [7])
+  for field_a, field_b in zip(a, b):
+    np.testing.assert_array_equal(field_a[0], field_a[1])
+    np.testing.assert_array_equal(field_a[0], field_b[0])
+  assert not np.array_equal(a.mask[0], a.mask[2]) or not np.array_equal(a.image[0], a.image[2])
+
+
+def test_normals_unit_facing_camera_and_depth_positive(csg_gen):
+  n = 32
+  x = csg_gen.render(np.tile(csg_gen.beta0, (n, 1)), np.arange(n))
+  on = x.mask > 0
+  off = ~on
+  assert on.sum() > 0.2 * on.size, "shapes should fill a good part of the view"
+  norms = np.linalg.norm(x.normals, axis=-1)
+  np.testing.assert_allclose(norms[on], 1.0, atol=1e-5)
+  assert np.all(x.normals[..., 2][on] > 0), "visible normals face the viewer (+z)"
+  assert np.all(x.depth[on] > 0)
+  assert np.all(x.depth[off] == 0) and np.all(x.normals[off] == 0) and np.all(x.image[off] == 0)
+  assert x.image.min() >= 0 and x.image.max() <= 1
+  assert set(np.unique(x.mask)) <= {0.0, 1.0}
+
+
+def _sphere_only_beta():
+  beta = LAYOUT.default.copy()
+  beta[0:4] = [1, 0, 0, 0]
+  beta[LAYOUT.index("p_expand")] = 0.0
+  return beta
+
+
+def test_sphere_renders_disc_with_analytic_normals(csg_gen):
+  x = csg_gen.render(_sphere_only_beta()[None], [123])
+  res = csg_gen.height
+  fill = csg_gen.config.fill
+  cols, rows = np.meshgrid(np.arange(res), np.arange(res))
+  px = (cols + 0.5) / res * 2 - 1          # x right
+  py = 1 - (rows + 0.5) / res * 2          # y up, row 0 at the top
+  disc = px ** 2 + py ** 2 < fill ** 2
+  mask = x.mask[0] > 0
+  iou = (disc & mask).sum() / (disc | mask).sum()
+  assert iou > 0.97
+  both = disc & mask
+  analytic = np.stack([px, py, np.sqrt(np.clip(fill ** 2 - px ** 2 - py ** 2, 0, None))], -1) / fill
+  cos = np.clip((analytic[both] * x.normals[0][both]).sum(-1), -1, 1)
+  mean_angle_error = np.degrees(np.arccos(cos)).mean()
+  assert mean_angle_error < 2.0, mean_angle_error
+  # Depth is smallest at the centre (nearest the camera) and grows toward the rim.
+  centre = x.depth[0][res // 2, res // 2]
+  assert centre == pytest.approx(x.depth[0][mask].min(), abs=0.05)
+
+
+def test_inverse_cdf_follows_weights():
+  weights = np.array([0.1, 0.0, 0.6, 0.3])
+  u = (np.arange(10000) + 0.5) / 10000
+  counts = np.bincount([csg.inverse_cdf(weights, v) for v in u], minlength=4) / len(u)
+  np.testing.assert_allclose(counts, weights, atol=1e-3)
+  assert csg.inverse_cdf(np.zeros(3), 0.5) == 1, "all-zero weights are uniform"
+
+
+def test_depth_bound_and_full_expansion():
+  config = csg.CSGConfig(max_depth=2)
+  beta = LAYOUT.default.copy()
+  beta[LAYOUT.index("p_expand")] = 1.0
+  for seed in range(20):
+    tree = csg.sample_tree(beta, csg.draw_noise(seed, config.max_depth), config)
+    assert csg.tree_depth(tree) == 2
+
+
+def test_small_beta_change_moves_sample_smoothly():
+  config = csg.CSGConfig()
+  noise = csg.draw_noise(3, config.max_depth)
+  beta = LAYOUT.default.astype(np.float64)
+  def verts(b):
+    shape, _ = csg.build_mesh(csg.sample_tree(b, noise, config), config)
+    return np.asarray(shape.to_mesh().vert_properties)[:, :3]
+  base = verts(beta)
+  nudged = beta.copy()
+  nudged[LAYOUT.index("sphere_radius_logmean")] += 1e-4
+  nudged[LAYOUT.index("box_length_mean")] += 1e-4
+  moved = verts(nudged)
+  assert moved.shape == base.shape
+  assert 0 < np.abs(moved - base).max() < 1e-2
+
+
+def test_degenerate_boolean_keeps_base_and_is_counted():
+  config = csg.CSGConfig()
+  base = csg.Primitive(0, (0.3,))
+  part = csg.Primitive(1, (5.0,))
+  tree = csg.Combine(operation=1, base=base, part=part, attach_dir=np.array([1.0, 0, 0]),
+                     translation=np.zeros(3), rotation=np.eye(3), scale=np.ones(3))
+  shape, stats = csg.build_mesh(tree, config)
+  assert stats == csg.MeshStats(degenerate_booleans=1, booleans=1)
+  expected, _ = csg.build_mesh(base, config)
+  assert shape.num_tri() == expected.num_tri()
+  assert shape.volume() == pytest.approx(expected.volume())
+
+
+def test_beta_outside_box_is_clipped(csg_gen):
+  beta = csg_gen.beta0.copy()
+  beta[LAYOUT.index("p_expand")] = 7.0          # above the box: clipped to 1
+  beta[LAYOUT.index("scale_x_logvar")] = -3.0   # below the box: clipped to 1e-4
+  clipped = LAYOUT.clip(beta)
+  a = csg_gen.render(beta[None], [5])
+  b = csg_gen.render(clipped[None], [5])
+  for fa, fb in zip(a, b):
+    np.testing.assert_array_equal(fa, fb)
+
+
+@pytest.mark.parametrize("beta, message", [
+    (np.zeros(28), "trailing dimension 29"),
+    (np.full(29, np.nan), "NaN or infinite in dimension"),
+])
+def test_bad_beta_raises_value_error(csg_gen, beta, message):
+  with pytest.raises(ValueError, match=message):
+    csg_gen.render(beta[None], [0])
+
+
+def test_nan_error_names_the_dimension():
+  beta = LAYOUT.default.copy()
+  beta[LAYOUT.index("box_length_mean")] = np.nan
+  with pytest.raises(ValueError, match=r"21 \(box_length_mean\)"):
+    LAYOUT.check(beta)
+
+
+def test_config_validation_names_the_field():
+  with pytest.raises(ValueError, match="CSGConfig.resolution"):
+    csg.CSGConfig(resolution=0)
+  with pytest.raises(ValueError, match=r"unknown config key\(s\) \['resolutoin'\]"):
+    to_dataclass(csg.CSGConfig, {"resolutoin": 32})
+  assert to_dataclass(csg.CSGConfig, dataclasses.asdict(csg.CSGConfig())) == csg.CSGConfig()

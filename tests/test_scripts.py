@@ -1,0 +1,38 @@
+"""The experiment and benchmark entry points run end to end (small sizes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+from PIL import Image
+
+from conftest import REPO_ROOT
+
+
+def _run(*args, timeout=300):
+  result = subprocess.run([sys.executable, "-m", *args], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=timeout)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return result.stdout
+
+
+def test_gallery_writes_png(tmp_path):
+  _run("experiments.gallery", f"--workdir={tmp_path}", "--config.csg.resolution=32",
+       "--config.scale=1")
+  image = Image.open(os.path.join(tmp_path, "gallery.png"))
+  # 4 x 4 samples, each 4 panels of 32 px, with a 2 px gutter.
+  assert image.size == (4 * (4 * 32 + 2) + 2, 4 * (32 + 2) + 2)
+
+
+def test_gallery_rejects_unknown_config_key(tmp_path):
+  result = subprocess.run([sys.executable, "-m", "experiments.gallery", f"--workdir={tmp_path}",
+                           "--config.csg.resolutoin=32"], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode != 0 and "resolutoin" in result.stderr
+
+
+def test_render_benchmark_prints_json():
+  out = _run("benchmarks.render", "--batch=16", "--num_batches=1", "--num_workers=0")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert figures["resolution"] == 64 and figures["samples_per_s"] > 0
