@@ -90,6 +90,19 @@ def _open_platform(width: int, height: int):
   return platform
 
 
+def _release(platform) -> None:
+  """Destroys the context only: pyrender's EGL delete_context also calls
+  eglTerminate, which would kill every other context on the shared display."""
+  if type(platform).__name__ != "EGLPlatform":
+    platform.delete_context()
+    return
+  from OpenGL import EGL  # pylint: disable=import-outside-toplevel
+  display, context = platform._egl_display, platform._egl_context  # pylint: disable=protected-access
+  if display is not None and context is not None:
+    EGL.eglMakeCurrent(display, EGL.EGL_NO_SURFACE, EGL.EGL_NO_SURFACE, EGL.EGL_NO_CONTEXT)
+    EGL.eglDestroyContext(display, context)
+
+
 class Meshes(NamedTuple):
   """Geometry for one tile, already in the camera frame."""
 
@@ -264,7 +277,7 @@ class BatchRasterizer:
   def close(self):
     def delete():
       if self._platform is not None:
-        self._platform.delete_context()
+        _release(self._platform)
         self._platform = None
     self._thread.submit(delete).result()
     self._thread.shutdown()

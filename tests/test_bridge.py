@@ -102,3 +102,11 @@ pool.close()
                        timeout=300, check=True).stdout
   assert "RENDERED" in out or ("EGL failed" in out and "OSMesa failed" in out
                                and "apt-get install" in out), out
+
+
+def test_closing_one_renderer_leaves_another_working(csg_gen):
+  other = csg_generator(CSGConfig(resolution=16), num_workers=0)
+  other.render(other.beta0[None], [1])
+  other.close()
+  again = csg_gen.render(csg_gen.beta0[None], [1])
+  assert again.mask.sum() > 0

@@ -1,0 +1,183 @@
+"""The outer loop (paper eq. 12): one jit-compiled hybrid-gradient step on beta.
+
+    outer_step(state, key) -> (state, metrics)
+
+draws n seeds, renders X at beta and at beta +- delta_j (one host call),
+unrolls K SGD steps from the warm-started weights, takes dL/dX by VJP,
+contracts it with the finite differences, updates beta with RMSprop (optax)
+and clips it to the box; the trained weights warm-start the next step.
+
+beta is optimized in unit-box coordinates u = (beta - low) / (high - low), so
+sigma and the learning rate mean the same for a probability and a log-mean.
+The step's key is `fold_in(key, state.step)`: a resumed run replays the keys
+of an uninterrupted one.
+
+Devices: the sample axis of the rendered data (and the batch axis inside every
+inner step) is sharded over a 1-D mesh of all devices; the same code runs on
+one CPU, several CPU devices, a GPU or a TPU slice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from hgrad import estimator
+from hgrad import losses
+from hgrad import network
+from hgrad import unroll
+from hgrad.layout import ParamLayout
+
+AXIS = "devices"
+GenerateBatch = Callable[[jax.Array, jax.Array], Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class OuterConfig:
+  """Hybrid-gradient settings (beta in unit-box coordinates)."""
+
+  num_perturbations: int = 4       # m antithetic pairs
+  sigma: float = 0.05              # std of the directions, in unit-box units
+  learning_rate: float = 0.02      # RMSprop step on u
+  rmsprop_decay: float = 0.9
+  rmsprop_eps: float = 1e-8
+
+  def __post_init__(self):
+    if self.num_perturbations < 1:
+      raise ValueError(f"OuterConfig.num_perturbations must be >= 1, got {self.num_perturbations}")
+    if not self.sigma > 0:
+      raise ValueError(f"OuterConfig.sigma must be > 0, got {self.sigma}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"OuterConfig.learning_rate must be > 0, got {self.learning_rate}")
+
+
+class OuterState(NamedTuple):
+  beta: jax.Array             # (d,) in the layout's units, inside the box
+  beta_opt_state: Any         # RMSprop state (on unit-box coordinates)
+  inner: unroll.InnerState    # network params and inner-optimizer state (warm start)
+  step: jax.Array             # int32 outer step count
+  prev_grad: jax.Array        # (d,) last gradient estimate, for the cosine metric
+
+
+def device_mesh() -> Mesh:
+  return Mesh(np.array(jax.devices()), (AXIS,))
+
+
+def shard_axis(tree: Any, axis: int, mesh: Mesh) -> Any:
+  """Shards `axis` of every leaf over the mesh where it divides evenly; replicates otherwise."""
+  size = mesh.devices.size
+
+  def constrain(x):
+    if size == 1 or x.ndim <= axis or x.shape[axis] % size:
+      return x
+    spec = [None] * x.ndim
+    spec[axis] = AXIS
+    # Host-callback results live on one device: replicate first (a broadcast),
+    # then shard (a local slice), rather than let SPMD do both implicitly.
+    x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P()))
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(*spec)))
+  return jax.tree.map(constrain, tree)
+
+
+def batch_generator(generate: Callable[[jax.Array, jax.Array], Any], num_samples: int):
+  """generate(beta, key) for one sample -> generate(beta, key) for n samples (one host call)."""
+  def generate_batch(beta, key):
+    return jax.vmap(generate, (None, 0))(beta, jax.random.split(key, num_samples))
+  return generate_batch
+
+
+def normals_eval_loss(net: network.NetworkConfig, real) -> Callable[[Any], jax.Array]:
+  """L(params): mean angle error (degrees) of the last stack on the real images."""
+  def eval_loss(params):
+    pred = network.predict(net, params, real.image)
+    return losses.mean_angle_error(pred.normals, real.normals, real.mask)
+  return eval_loss
+
+
+class HybridGradient:
+  """Builds the jitted `outer_step` and the plain `train_step` of one experiment.
+
+  Args:
+    generate: single-sample `generate(beta, key) -> Sample` (e.g. the bridge's).
+    layout: beta's layout (names and box).
+    net, inner, outer: network, inner-training and hybrid-gradient settings.
+    eval_loss: `L(params) -> scalar` on the real validation images.
+    mesh: devices to shard over (default: all).
+  """
+
+  def __init__(self, generate, layout: ParamLayout, net: network.NetworkConfig,
+               inner: unroll.InnerConfig, outer: OuterConfig, eval_loss: Callable,
+               mesh: Mesh | None = None):
+    self.layout, self.net, self.inner, self.outer = layout, net, inner, outer
+    self.mesh = mesh or device_mesh()
+    self._generate_batch = batch_generator(generate, inner.num_samples)
+    self._eval_loss = eval_loss
+    self._low = jnp.asarray(layout.low)
+    self._span = jnp.asarray(layout.high - layout.low)
+    self.inner_optimizer = unroll.inner_optimizer(inner)
+    self.beta_optimizer = optax.rmsprop(outer.learning_rate, decay=outer.rmsprop_decay,
+                                        eps=outer.rmsprop_eps)
+    self._loss_fn = unroll.network_loss(net, inner)
+    self.outer_step = jax.jit(self._outer_step)
+    self.train_step = jax.jit(self._train_step)
+    self.evaluate = jax.jit(eval_loss)
+
+  def to_unit(self, beta):
+    return (beta - self._low) / self._span
+
+  def from_unit(self, u):
+    return self._low + u * self._span
+
+  def init(self, beta0, params) -> OuterState:
+    beta0 = jnp.asarray(self.layout.clip(self.layout.check(beta0)), jnp.float32)
+    params = jax.tree.map(jnp.asarray, params)
+    return OuterState(
+        beta=beta0,
+        beta_opt_state=self.beta_optimizer.init(self.to_unit(beta0)),
+        inner=unroll.InnerState(params, self.inner_optimizer.init(params)),
+        step=jnp.zeros((), jnp.int32),
+        prev_grad=jnp.zeros_like(beta0),
+    )
+
+  def _train(self, inner_state: unroll.InnerState, data, remat: bool):
+    batches = shard_axis(unroll.split_steps(data, self.inner.steps), 1, self.mesh)
+    return unroll.unroll(self._loss_fn, self.inner_optimizer, inner_state, batches, remat=remat)
+
+  def _outer_step(self, state: OuterState, key: jax.Array):
+    key = jax.random.fold_in(key, state.step)
+    u = self.to_unit(state.beta)
+
+    def generate_unit(u, data_key):
+      return self._generate_batch(self.from_unit(u), data_key)
+
+    def loss_of_data(data):
+      trained, train_losses = self._train(state.inner, data, remat=self.inner.remat)
+      return self._eval_loss(trained.params), (trained, train_losses)
+
+    (value, (trained, train_losses)), grad = estimator.hybrid_value_and_grad(
+        generate_unit, loss_of_data, u, key, num_perturbations=self.outer.num_perturbations,
+        sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh))
+    updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, u)
+    new_u = jnp.clip(optax.apply_updates(u, updates), 0.0, 1.0)
+    grad_norm = jnp.linalg.norm(grad)
+    prev_norm = jnp.linalg.norm(state.prev_grad)
+    cosine = jnp.where(prev_norm > 0, jnp.vdot(grad, state.prev_grad) /
+                       jnp.maximum(grad_norm * prev_norm, 1e-30), 0.0)
+    new_state = OuterState(self.from_unit(new_u), beta_opt_state, trained, state.step + 1, grad)
+    metrics = {"L": value, "grad_norm": grad_norm, "grad_cosine": cosine,
+               "train_loss": jnp.mean(train_losses), "beta": new_state.beta}
+    return new_state, metrics
+
+  def _train_step(self, state: OuterState, key: jax.Array):
+    """K plain SGD steps on fresh samples at the current beta (warm-up, fixed-beta baseline)."""
+    key = jax.random.fold_in(key, state.step)
+    data = shard_axis(jax.lax.stop_gradient(self._generate_batch(state.beta, key)), 0, self.mesh)
+    trained, train_losses = self._train(state.inner, data, remat=False)
+    new_state = state._replace(inner=trained, step=state.step + 1)
+    return new_state, {"train_loss": jnp.mean(train_losses)}

@@ -1,0 +1,87 @@
+"""Unrolled inner training: K SGD steps as one pure `lax.scan`, differentiable in the data."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from hgrad import losses
+from hgrad import network
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerConfig:
+  """Inner training: K steps of minibatch SGD (optionally with momentum)."""
+
+  steps: int = 8                 # K
+  batch_size: int = 8            # B; an outer step generates n = K * B samples
+  learning_rate: float = 0.02
+  momentum: float = 0.9          # 0 = plain SGD
+  nesterov: bool = False
+  remat: bool = True             # jax.checkpoint each step: memory flat in K
+  normal_weight: float = 1.0
+  depth_weight: float = 0.0
+
+  def __post_init__(self):
+    if self.steps < 1 or self.batch_size < 1:
+      raise ValueError(f"InnerConfig.steps and batch_size must be >= 1, got "
+                       f"{self.steps}, {self.batch_size}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"InnerConfig.learning_rate must be > 0, got {self.learning_rate}")
+    if not 0.0 <= self.momentum < 1.0:
+      raise ValueError(f"InnerConfig.momentum must be in [0, 1), got {self.momentum}")
+
+  @property
+  def num_samples(self) -> int:
+    return self.steps * self.batch_size
+
+
+class InnerState(NamedTuple):
+  params: Any
+  opt_state: Any
+
+
+def inner_optimizer(config: InnerConfig) -> optax.GradientTransformation:
+  return optax.sgd(config.learning_rate, momentum=config.momentum or None,
+                   nesterov=config.nesterov)
+
+
+def network_loss(net: network.NetworkConfig, inner: InnerConfig) -> Callable:
+  """loss(params, batch) of the stacked hourglass on a Sample batch (all stacks supervised)."""
+  def loss_fn(params, batch):
+    prediction = network.apply(net, params, batch.image)
+    return losses.supervised_loss(prediction, batch, normal_weight=inner.normal_weight,
+                                  depth_weight=inner.depth_weight)
+  return loss_fn
+
+
+def split_steps(data: Any, steps: int) -> Any:
+  """(n, ...) -> (K, B, ...): sample i goes to step i % K, slot i // K.
+
+  This order keeps contiguous blocks of samples (a device's shard) in the batch
+  axis, so a sample-sharded X stays batch-sharded inside every step.
+  """
+  def split(x):
+    n = x.shape[0]
+    if n % steps:
+      raise ValueError(f"{n} samples cannot be split into {steps} equal steps")
+    return jnp.swapaxes(x.reshape((n // steps, steps) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, data)
+
+
+def unroll(loss_fn: Callable, optimizer: optax.GradientTransformation, state: InnerState,
+           batches: Any, *, remat: bool = True) -> tuple[InnerState, jax.Array]:
+  """Runs one optimizer step per leading slice of `batches`; returns the state and K losses."""
+  def step(state: InnerState, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return InnerState(optax.apply_updates(state.params, updates), opt_state), loss
+
+  if remat:
+    # Inside scan, CSE across iterations cannot undo the remat, so allow it (faster).
+    step = jax.checkpoint(step, prevent_cse=False)
+  return jax.lax.scan(step, state, batches)
