@@ -9,7 +9,7 @@ import numpy as np
 from hgrad import csg
 from hgrad import render
 from hgrad.bridge import Generator
-from hgrad.sample import Sample
+from hgrad.sample import Sample, normalize_shading
 
 STAT_KEYS = ("grammar_s", "csg_s", "render_s", "samples", "booleans", "degenerate_booleans")
 
@@ -62,7 +62,7 @@ class CSGHost:
       stats["degenerate_booleans"] += mesh_stats.degenerate_booleans
     t3 = time.perf_counter()
     rasters = self._raster().render(meshes)
-    image = np.stack([render.lambertian(n, m, d, a)
+    image = np.stack([normalize_shading(render.lambertian(n, m, d, a), m)
                       for n, m, (d, a) in zip(rasters.normals, rasters.mask, lights)])
     stats["render_s"] += time.perf_counter() - t3
     stats["samples"] += len(meshes)

@@ -100,6 +100,25 @@ def normals_eval_loss(net: network.NetworkConfig, real) -> Callable[[Any], jax.A
   return eval_loss
 
 
+def beta_optimizer(config: OuterConfig) -> optax.GradientTransformation:
+  return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+
+
+def initial_state(layout: ParamLayout, inner: unroll.InnerConfig, config: OuterConfig, beta0,
+                  params) -> OuterState:
+  """The state before any step (also the structure a checkpoint is restored into)."""
+  beta0 = jnp.asarray(layout.clip(layout.check(beta0)), jnp.float32)
+  params = jax.tree.map(jnp.asarray, params)
+  unit = (beta0 - layout.low) / (layout.high - layout.low)
+  return OuterState(
+      beta=beta0,
+      beta_opt_state=beta_optimizer(config).init(unit),
+      inner=unroll.InnerState(params, unroll.inner_optimizer(inner).init(params)),
+      step=jnp.zeros((), jnp.int32),
+      prev_grad=jnp.zeros_like(beta0),
+  )
+
+
 class HybridGradient:
   """Builds the jitted `outer_step` and the plain `train_step` of one experiment.
 
@@ -121,8 +140,7 @@ class HybridGradient:
     self._low = jnp.asarray(layout.low)
     self._span = jnp.asarray(layout.high - layout.low)
     self.inner_optimizer = unroll.inner_optimizer(inner)
-    self.beta_optimizer = optax.rmsprop(outer.learning_rate, decay=outer.rmsprop_decay,
-                                        eps=outer.rmsprop_eps)
+    self.beta_optimizer = beta_optimizer(outer)
     self._loss_fn = unroll.network_loss(net, inner)
     self.outer_step = jax.jit(self._outer_step)
     self.train_step = jax.jit(self._train_step)
@@ -135,15 +153,7 @@ class HybridGradient:
     return self._low + u * self._span
 
   def init(self, beta0, params) -> OuterState:
-    beta0 = jnp.asarray(self.layout.clip(self.layout.check(beta0)), jnp.float32)
-    params = jax.tree.map(jnp.asarray, params)
-    return OuterState(
-        beta=beta0,
-        beta_opt_state=self.beta_optimizer.init(self.to_unit(beta0)),
-        inner=unroll.InnerState(params, self.inner_optimizer.init(params)),
-        step=jnp.zeros((), jnp.int32),
-        prev_grad=jnp.zeros_like(beta0),
-    )
+    return initial_state(self.layout, self.inner, self.outer, beta0, params)
 
   def _train(self, inner_state: unroll.InnerState, data, remat: bool):
     batches = shard_axis(unroll.split_steps(data, self.inner.steps), 1, self.mesh)

@@ -30,3 +30,16 @@ def sample_shapes(height: int, width: int, batch_shape: tuple[int, ...] = ()) ->
 
 def concatenate(samples: list[Sample]) -> Sample:
   return Sample(*(np.concatenate(parts) for parts in zip(*samples)))
+
+
+def normalize_shading(image_HxW: np.ndarray, mask_HxW: np.ndarray, percentile: float = 99.5) -> np.ndarray:
+  """Shading / its `percentile` on the mask, clipped to [0, 1], 0 off the mask.
+
+  Applied to renders and real photographs alike, so the network never sees the
+  (arbitrary) absolute intensity of either.
+  """
+  on = mask_HxW > 0
+  if not on.any():
+    return np.zeros_like(image_HxW)
+  scale = max(float(np.percentile(image_HxW[on], percentile)), 1e-12)
+  return np.where(on, np.clip(image_HxW / scale, 0.0, 1.0), 0.0).astype(image_HxW.dtype)

@@ -19,8 +19,9 @@ class InnerConfig:
 
   steps: int = 8                 # K
   batch_size: int = 8            # B; an outer step generates n = K * B samples
+  optimizer: str = "sgd"         # "sgd" (optionally with momentum) or "adam"
   learning_rate: float = 0.02
-  momentum: float = 0.9          # 0 = plain SGD
+  momentum: float = 0.9          # sgd: 0 = plain SGD; adam: b1
   nesterov: bool = False
   remat: bool = True             # jax.checkpoint each step: memory flat in K
   normal_weight: float = 1.0
@@ -32,6 +33,8 @@ class InnerConfig:
                        f"{self.steps}, {self.batch_size}")
     if not self.learning_rate > 0:
       raise ValueError(f"InnerConfig.learning_rate must be > 0, got {self.learning_rate}")
+    if self.optimizer not in ("sgd", "adam"):
+      raise ValueError(f"InnerConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
     if not 0.0 <= self.momentum < 1.0:
       raise ValueError(f"InnerConfig.momentum must be in [0, 1), got {self.momentum}")
 
@@ -46,6 +49,9 @@ class InnerState(NamedTuple):
 
 
 def inner_optimizer(config: InnerConfig) -> optax.GradientTransformation:
+  """The inner optimizer; both choices are smooth, so the unroll differentiates through them."""
+  if config.optimizer == "adam":
+    return optax.adam(config.learning_rate, b1=config.momentum, eps_root=1e-8)
   return optax.sgd(config.learning_rate, momentum=config.momentum or None,
                    nesterov=config.nesterov)
 

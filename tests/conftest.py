@@ -15,3 +15,23 @@ def csg_gen():
   generator = csg_generator(num_workers=0)
   yield generator
   generator.close()
+
+
+SHARED_MBII_TRAIN = os.path.join(REPO_ROOT, "..", "shared", "data", "mit-berkeley", "train")
+
+
+def mbii_train_dir() -> str:
+  """The MIT-Berkeley train split: skip on a user's machine without it, fail under CI."""
+  path = os.environ.get("HGRAD_MBII_DIR") or SHARED_MBII_TRAIN
+  if os.path.isdir(os.path.join(path, "apple")):
+    return os.path.abspath(path)
+  message = (f"MIT-Berkeley train split not found at {path} "
+             "(set HGRAD_MBII_DIR or put ../shared/data/mit-berkeley/train beside the repo)")
+  if os.environ.get("CI"):
+    pytest.fail(message)
+  pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def mbii_dir():
+  return mbii_train_dir()

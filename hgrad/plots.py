@@ -1,0 +1,51 @@
+"""Figures of a run: the L curve and samples before/after (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def curve(history: list[dict], path: str, *, ylabel: str = "L (mean angle error, deg)",
+          reference: dict[str, float] | None = None) -> None:
+  """L against global step and against wall time; outer steps and plain-step evaluations."""
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+  for phase, style in (("outer", "-"), ("warmup", "o"), ("train", "s")):
+    rows = [r for r in history if r["phase"] == phase and "L" in r]
+    if not rows:
+      continue
+    steps = [r["step"] for r in rows]
+    minutes = [r["elapsed_s"] / 60 for r in rows]
+    values = [r["L"] for r in rows]
+    label = {"outer": "hybrid-gradient steps", "warmup": "warm-up at beta0",
+             "train": "plain steps at current beta"}[phase]
+    axes[0].plot(steps, values, style, label=label, markersize=3)
+    axes[1].plot(minutes, values, style, label=label, markersize=3)
+  for name, value in (reference or {}).items():
+    for ax in axes:
+      ax.axhline(value, color="gray", linestyle="--", linewidth=1)
+      ax.text(ax.get_xlim()[0], value, f" {name}", va="bottom", color="gray", fontsize=8)
+  axes[0].set_xlabel("global step")
+  axes[1].set_xlabel("wall time (min)")
+  for ax in axes:
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
+def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str], path: str) -> None:
+  """Two RGB images with titles (e.g. samples at beta0 | at the final beta)."""
+  fig, axes = plt.subplots(1, 2, figsize=(2 * left.shape[1] / 60, left.shape[0] / 60 + 0.6))
+  for ax, image, title in zip(axes, (left, right), titles):
+    ax.imshow(np.clip(image, 0, 1), interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
