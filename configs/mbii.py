@@ -12,39 +12,25 @@ Variants:
   fixed  the yardstick: cpu's network and training, beta frozen at beta0, same wall time
 """
 
-import dataclasses
-
 import ml_collections
 
-from hgrad import experiment
+from configs import common
 from hgrad import network
-from hgrad import outer
-from hgrad import unroll
 from hgrad.csg import CSGConfig
 from hgrad.data.mbii import MBIIConfig
 from hgrad.mbii import SyntheticConfig
-
-
-def _as_config(instance) -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dataclasses.asdict(instance))
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "cpu"
   if variant not in ("smoke", "cpu", "paper", "fixed"):
     raise ValueError(f"unknown mbii variant {variant!r}: use smoke, cpu, paper or fixed")
-  config = ml_collections.ConfigDict()
+  config = common.training(ml_collections.ConfigDict())
   config.variant = variant
-  config.seed = 0
-  config.num_workers = -1          # render worker processes; -1 = one per core
-  config.data = _as_config(MBIIConfig())
+  config.data = common.as_config(MBIIConfig())
   config.data.objects = list(config.data.objects)
-  config.synthetic = _as_config(SyntheticConfig())
-  config.csg = _as_config(CSGConfig())
-  config.network = _as_config(network.NetworkConfig())
-  config.inner = _as_config(unroll.InnerConfig())
-  config.outer = _as_config(outer.OuterConfig())
-  config.schedule = _as_config(experiment.Schedule())
+  config.synthetic = common.as_config(SyntheticConfig())
+  config.csg = common.as_config(CSGConfig())
 
   if variant in ("cpu", "fixed"):
     config.schedule.update(warmup_steps=150, outer_steps=150, train_steps_per_outer=2,
@@ -54,18 +40,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # cpu run's wall time (override time_budget_s with the run you compare to).
     config.schedule.update(warmup_steps=100_000, outer_steps=0, time_budget_s=40 * 60.0)
   if variant == "smoke":
-    config.num_workers = 0
+    common.smoke(config)
     config.data.resolution = config.csg.resolution = 32
     config.csg.max_depth = 2
     config.synthetic.num_images = 4
-    config.network.update(width=8, stacks=1, depth=2)
-    config.inner.update(steps=2, batch_size=4)
-    config.outer.update(num_perturbations=2)
-    config.schedule.update(warmup_steps=2, outer_steps=4, train_steps_per_outer=1,
-                           checkpoint_every=3, eval_every=2)
   if variant == "paper":
     config.data.resolution = config.csg.resolution = 128
-    config.network = _as_config(network.paper_network())
+    config.network = common.as_config(network.paper_network())
     config.inner.update(steps=16, batch_size=16)
     config.outer.update(num_perturbations=8)
     config.schedule.update(warmup_steps=2000, outer_steps=1000, train_steps_per_outer=2,

@@ -52,6 +52,7 @@ class Generator:
     self._host = host_factory(config)
     self.layout: ParamLayout = self._host.layout
     self.height, self.width = self._host.height, self._host.width
+    self.channels = getattr(self._host, "channels", 1)
     self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
     if self.num_workers < 0:
       raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
@@ -72,10 +73,16 @@ class Generator:
   def render(self, beta_Bxd, seeds_B) -> Sample:
     """Host path: numpy in, numpy out; sample i is f(clip(beta[i]), seeds[i])."""
     beta_Bxd = self.layout.check(beta_Bxd).reshape(-1, self.layout.dim)
-    seeds_B = np.asarray(seeds_B, np.uint32).reshape(-1)
+    return self._host_call("render_batch", beta_Bxd, np.asarray(seeds_B, np.uint32).reshape(-1))
+
+  def render_trees(self, trees, seeds_B) -> Sample:
+    """Renders explicit shapes (generators that support it, e.g. CSG trees)."""
+    return self._host_call("render_trees", list(trees), np.asarray(seeds_B, np.uint32).reshape(-1))
+
+  def _host_call(self, method: str, *args) -> Sample:
     start = time.perf_counter()
     backend = self._pool if self._pool is not None else self._host
-    sample, stats = backend.render_batch(beta_Bxd, seeds_B)
+    sample, stats = getattr(backend, method)(*args)
     stats["host_wall_s"] = time.perf_counter() - start
     stats["host_calls"] = 1
     with self._stats_lock:
@@ -86,7 +93,7 @@ class Generator:
     beta, seed = np.asarray(beta), np.asarray(seed)
     batch_shape = seed.shape
     flat = self.render(beta.reshape(-1, self.layout.dim), seed.reshape(-1))
-    shapes = sample_shapes(self.height, self.width, batch_shape)
+    shapes = sample_shapes(self.height, self.width, batch_shape, self.channels)
     return Sample(*(np.ascontiguousarray(x).reshape(s) for x, s in zip(flat, shapes)))
 
   def generate(self, beta: jax.Array, key: jax.Array) -> Sample:
@@ -98,7 +105,7 @@ class Generator:
       self.layout.check(np.asarray(beta))
     beta = self.layout.clip(jnp.asarray(beta, jnp.float32))
     out_types = Sample(*(jax.ShapeDtypeStruct(s, jnp.float32)
-                         for s in sample_shapes(self.height, self.width)))
+                         for s in sample_shapes(self.height, self.width, (), self.channels)))
     return jax.pure_callback(self._callback, out_types, jax.lax.stop_gradient(beta),
                              seed_from_key(key), vmap_method="broadcast_all")
 

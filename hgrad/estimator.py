@@ -8,6 +8,9 @@ The m antithetic pairs share the data key (common random numbers), and the
 image differences are contracted with g at once: the pixels x dim(beta)
 Jacobian is never formed. The unperturbed X and the 2m perturbed ones come
 from one vmapped `generate`, i.e. one host call for a `pure_callback`.
+
+`random_search_value_and_grad` (Basic Random Search) has the same interface,
+so the outer loop can swap estimators (`ESTIMATORS`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,18 @@ def contract(g: Any, diff: Any) -> jax.Array:
   return sum(jax.tree.leaves(leaves))
 
 
+def _perturbed_data(generate, beta, key, num_perturbations: int, sigma: float,
+                    shard: Shard | None):
+  """Directions delta (m, ...) and the data at [beta, beta + delta_j, beta - delta_j]."""
+  _check(num_perturbations, sigma)
+  m = int(num_perturbations)
+  data_key, direction_key = jax.random.split(key)
+  deltas = sigma * jax.random.normal(direction_key, (m,) + jnp.shape(beta), jnp.result_type(beta))
+  betas = jnp.concatenate([beta[None], beta + deltas, beta - deltas])
+  data = jax.lax.stop_gradient(jax.vmap(generate, (0, None))(betas, data_key))
+  return deltas, (shard(data) if shard is not None else data)
+
+
 def hybrid_value_and_grad(generate: Callable[[jax.Array, jax.Array], Any],
                           loss_of_data: Callable[[Any], Any], beta: jax.Array, key: jax.Array,
                           *, num_perturbations: int, sigma: float, has_aux: bool = False,
@@ -56,20 +71,37 @@ def hybrid_value_and_grad(generate: Callable[[jax.Array, jax.Array], Any],
   Returns:
     `(value, grad)` or `((value, aux), grad)`, grad shaped like beta.
   """
-  _check(num_perturbations, sigma)
   m = int(num_perturbations)
-  data_key, direction_key = jax.random.split(key)
-  deltas = sigma * jax.random.normal(direction_key, (m,) + jnp.shape(beta), jnp.result_type(beta))
-  betas = jnp.concatenate([beta[None], beta + deltas, beta - deltas])
-  data = jax.lax.stop_gradient(jax.vmap(generate, (0, None))(betas, data_key))
-  if shard is not None:
-    data = shard(data)
+  deltas, data = _perturbed_data(generate, beta, key, m, sigma, shard)
   x = jax.tree.map(lambda a: a[0], data)
   diff = jax.tree.map(lambda a: a[1:m + 1] - a[m + 1:], data)
   value, g = jax.value_and_grad(loss_of_data, has_aux=has_aux)(x)
   s = contract(g, diff) / 2.0
   grad = jnp.tensordot(s, deltas, axes=1) / (m * sigma ** 2)
   return value, grad
+
+
+def random_search_value_and_grad(generate: Callable[[jax.Array, jax.Array], Any],
+                                 loss_of_data: Callable[[Any], Any], beta: jax.Array,
+                                 key: jax.Array, *, num_perturbations: int, sigma: float,
+                                 has_aux: bool = False, shard: Shard | None = None):
+  """Basic Random Search (Mania et al. 2018, V1) behind the same interface.
+
+  Black box on the loss itself: each direction costs two full evaluations,
+  L(beta + delta_j) and L(beta - delta_j) (for a training loss, two training
+  runs), on the same data key; `grad = sum_j (L+ - L-) delta_j / (2 m sigma^2)`.
+  The value (and aux) are those at beta itself, evaluated alongside.
+  """
+  m = int(num_perturbations)
+  deltas, data = _perturbed_data(generate, beta, key, m, sigma, shard)
+  outputs = jax.vmap(loss_of_data)(data)
+  values = outputs[0] if has_aux else outputs
+  grad = jnp.tensordot(values[1:m + 1] - values[m + 1:], deltas, axes=1) / (2 * m * sigma ** 2)
+  value = jax.tree.map(lambda a: a[0], outputs)
+  return value, grad
+
+
+ESTIMATORS = {"hybrid": hybrid_value_and_grad, "random_search": random_search_value_and_grad}
 
 
 def hybrid_grad(generate: Callable[[jax.Array, jax.Array], Any], loss_of_data: Callable[[Any], Any],

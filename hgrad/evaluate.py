@@ -16,13 +16,11 @@ import numpy as np  # noqa: E402
 from hgrad import metrics  # noqa: E402
 from hgrad import network  # noqa: E402
 from hgrad import outer  # noqa: E402
-from hgrad import unroll  # noqa: E402
 from hgrad import viz  # noqa: E402
 from hgrad.checkpoint import Checkpointer  # noqa: E402
-from hgrad.config_util import to_dataclass  # noqa: E402
 from hgrad.csg import CSG_LAYOUT  # noqa: E402
 from hgrad.data import mbii as mbii_data  # noqa: E402
-from hgrad.mbii import evaluate_normals, make_predict  # noqa: E402
+from hgrad.mbii import evaluate_normals, make_predict, parse_config  # noqa: E402
 
 ERROR_SCALE_DEG = 60.0
 
@@ -34,11 +32,11 @@ def load_run(workdir: str):
     raise FileNotFoundError(f"{path} not found: is {workdir} a run directory?")
   with open(path) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  net = to_dataclass(network.NetworkConfig, config.network, where="config.network")
-  inner = to_dataclass(unroll.InnerConfig, config.inner, where="config.inner")
-  outer_config = to_dataclass(outer.OuterConfig, config.outer, where="config.outer")
+  parsed = parse_config(config)
+  net = parsed["network"]
   params = network.init_params(net, jax.random.key(0), config.data.resolution)
-  like = outer.initial_state(CSG_LAYOUT, inner, outer_config, CSG_LAYOUT.default, params)
+  like = outer.initial_state(CSG_LAYOUT, parsed["inner"], parsed["outer"], CSG_LAYOUT.default,
+                             params)
   checkpointer = Checkpointer(workdir)
   try:
     state, _ = checkpointer.restore(like)

@@ -4,7 +4,8 @@ A run is a sequence of global steps: `warmup_steps` plain training steps at
 beta0 (the network learns the task before beta moves), then `outer_steps`
 hybrid-gradient steps, each followed by `train_steps_per_outer` plain
 training steps at the current beta (cheap training between the expensive
-beta updates). Every step's key is `fold_in(seed key, global step)` and the
+beta updates), then `final_steps` plain steps at the final beta (training on
+the learned distribution, which is what it was learned for). Every step's key is `fold_in(seed key, global step)` and the
 schedule is a function of the step alone, so a run restored from a checkpoint
 replays exactly what an uninterrupted run does. `time_budget_s` > 0 ends the
 run once that much step time has passed (the fixed-beta yardstick uses it).
@@ -35,30 +36,38 @@ class Schedule:
   warmup_steps: int = 0
   outer_steps: int = 10
   train_steps_per_outer: int = 0
+  final_steps: int = 0
   checkpoint_every: int = 10       # global steps
   eval_every: int = 10             # global steps; L on the real images during plain steps
   time_budget_s: float = 0.0       # > 0: stop after this much step time
+  freeze_beta: bool = False        # outer steps become plain steps (the fixed-beta ablation)
   kill_at_step: int = -1           # testing only: SIGKILL this process after that global step
 
   def __post_init__(self):
-    for name in ("warmup_steps", "outer_steps", "train_steps_per_outer"):
+    for name in ("warmup_steps", "outer_steps", "train_steps_per_outer", "final_steps"):
       if getattr(self, name) < 0:
         raise ValueError(f"Schedule.{name} must be >= 0, got {getattr(self, name)}")
     for name in ("checkpoint_every", "eval_every"):
       if getattr(self, name) < 1:
         raise ValueError(f"Schedule.{name} must be >= 1, got {getattr(self, name)}")
     if self.total_steps < 1:
-      raise ValueError("the schedule has no steps (warmup_steps + outer_steps = 0)")
+      raise ValueError("the schedule has no steps")
 
   @property
   def total_steps(self) -> int:
-    return self.warmup_steps + self.outer_steps * (1 + self.train_steps_per_outer)
+    return self.warmup_steps + self.outer_steps * (1 + self.train_steps_per_outer) + self.final_steps
 
   def phase(self, step: int) -> str:
-    """'warmup', 'outer' or 'train' for the global step about to run."""
+    """'warmup', 'outer', 'train' or 'final' for the global step about to run."""
     if step < self.warmup_steps:
       return "warmup"
-    return "outer" if (step - self.warmup_steps) % (1 + self.train_steps_per_outer) == 0 else "train"
+    if step >= self.total_steps - self.final_steps:
+      return "final"
+    outer = (step - self.warmup_steps) % (1 + self.train_steps_per_outer) == 0
+    return "outer" if outer and not self.freeze_beta else "train"
+
+
+StepFn = Callable[[OuterState, str, jax.Array], tuple[OuterState, dict]]
 
 
 class Task(NamedTuple):
@@ -71,6 +80,16 @@ class Task(NamedTuple):
   beta0: np.ndarray
   evaluate: Callable[[Any], dict]      # params -> {split: metrics}, at the end
   finish: Callable[[str, OuterState, list[dict], dict], None]   # writes task-specific outputs
+  step: StepFn | None = None           # default: hg.outer_step / hg.train_step by phase
+  # Host-side state of a method (e.g. an evolving population) kept in checkpoints as JSON.
+  save_host_state: Callable[[], Any] | None = None
+  load_host_state: Callable[[Any], None] | None = None
+
+
+def hybrid_step(hg: HybridGradient) -> StepFn:
+  def step(state: OuterState, phase: str, key: jax.Array):
+    return hg.outer_step(state, key) if phase == "outer" else hg.train_step(state, key)
+  return step
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -102,15 +121,24 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   hg, generator = task.hg, task.generator
   checkpointer = Checkpointer(workdir)
   state = hg.init(task.beta0, task.params0)
-  meta = {"elapsed_s": 0.0, "host_render_s": 0.0}
+  meta = {"elapsed_s": 0.0, "host_render_s": 0.0, "cpu_s": 0.0}
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
+    if task.load_host_state is not None:
+      task.load_host_state(meta["host_state"])
     history = _truncate_metrics(workdir, int(state.step))
     logging.info("resumed %s from step %d (%.0f s of steps done)", workdir, int(state.step),
                  meta["elapsed_s"])
   else:
     history = _truncate_metrics(workdir, -1)
   key = jax.random.key(seed)
+  step_fn = task.step or hybrid_step(hg)
+
+  def save(step: int):
+    if task.save_host_state is not None:
+      meta["host_state"] = task.save_host_state()
+    checkpointer.save(step, state, meta)
+
   saved_step = int(state.step)
   recent: dict[str, list[float]] = {}
   try:
@@ -123,31 +151,32 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
         step = int(state.step)
         phase = schedule.phase(step)
         generator.reset_stats()
-        start = time.perf_counter()
-        if phase == "outer":
-          state, metrics = hg.outer_step(state, key)
-        else:
-          state, metrics = hg.train_step(state, key)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        state, metrics = step_fn(state, phase, key)
         metrics = jax.device_get(metrics)
         wall = time.perf_counter() - start
-        host = float(generator.reset_stats().get("host_wall_s", 0.0))
+        host_stats = generator.reset_stats()
+        host = float(host_stats.get("host_wall_s", 0.0))
+        cpu = time.process_time() - cpu_start + float(host_stats.get("worker_cpu_s", 0.0))
         meta["elapsed_s"] += wall
         meta["host_render_s"] += host
+        meta["cpu_s"] += cpu
         record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
-                  "device_s": max(wall - host, 0.0), "elapsed_s": meta["elapsed_s"],
+                  "device_s": max(wall - host, 0.0), "cpu_s": cpu, "elapsed_s": meta["elapsed_s"],
                   "train_loss": float(metrics["train_loss"]),
                   "beta": np.asarray(state.beta, np.float64).tolist()}
-        if phase == "outer":
-          record.update(L=float(metrics["L"]), grad_norm=float(metrics["grad_norm"]),
-                        grad_cosine=float(metrics["grad_cosine"]))
-        elif (step + 1) % schedule.eval_every == 0 or step + 1 == schedule.total_steps:
+        record.update({k: float(metrics[k]) for k in ("L", "grad_norm", "grad_cosine")
+                       if k in metrics and (phase == "outer" or k != "L")})
+        if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
+                                  step + 1 == schedule.total_steps):
           record["L"] = float(hg.evaluate(state.inner.params))
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         history.append(record)
-        recent.setdefault(phase, []).append(wall)
-        per_phase = {p: float(np.mean(v[-5:])) for p, v in recent.items()}
-        remaining = sum(per_phase.get(schedule.phase(s), wall)
+        kind = lambda p: "outer" if p == "outer" else "plain"  # noqa: E731
+        recent.setdefault(kind(phase), []).append(wall)
+        per_kind = {k: float(np.mean(v[-5:])) for k, v in recent.items()}
+        remaining = sum(per_kind.get(kind(schedule.phase(s)), wall)
                         for s in range(step + 1, schedule.total_steps))
         if schedule.time_budget_s > 0:
           remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
@@ -156,17 +185,18 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                      f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
                      wall, host, _format_eta(remaining))
         if (step + 1) % schedule.checkpoint_every == 0:
-          checkpointer.save(step + 1, state, meta)
+          save(step + 1)
           saved_step = step + 1
         if step + 1 == schedule.kill_at_step:
           os.kill(os.getpid(), signal.SIGKILL)
   finally:
     if int(state.step) != saved_step:
-      checkpointer.save(int(state.step), state, meta)
+      save(int(state.step))
     checkpointer.close()
+  layout = task.generator.layout
   results = {"task": task.name, "steps": int(state.step), "elapsed_s": meta["elapsed_s"],
-             "host_render_s": meta["host_render_s"], "beta": task.generator.layout.as_dict(state.beta),
-             "beta0": task.generator.layout.as_dict(task.beta0)}
+             "host_render_s": meta["host_render_s"], "cpu_s": meta["cpu_s"],
+             "beta": layout.as_dict(state.beta), "beta0": layout.as_dict(task.beta0)}
   results.update(task.evaluate(state.inner.params))
   task.finish(workdir, state, history, results)
   with open(os.path.join(workdir, "results.json"), "w") as f:

@@ -65,6 +65,17 @@ class ParamLayout:
     """Clips to the valid box; works on numpy and jax arrays alike."""
     return beta.clip(self.low, self.high)
 
+  def to_unit(self, beta):
+    """Unit-box coordinates (0 at low, 1 at high); works on numpy and jax arrays alike."""
+    return (beta - self.low) / (self.high - self.low)
+
+  def from_unit(self, u):
+    return self.low + u * (self.high - self.low)
+
+  def unit_distance(self, beta_a, beta_b) -> float:
+    """Euclidean distance in unit-box coordinates (how far a run moved beta, or is from beta*)."""
+    return float(np.linalg.norm(self.to_unit(np.asarray(beta_a)) - self.to_unit(np.asarray(beta_b))))
+
   def as_dict(self, beta) -> dict[str, float]:
     beta = np.asarray(beta, np.float64)
     return {n: float(v) for n, v in zip(self.names, beta)}

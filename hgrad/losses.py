@@ -51,14 +51,30 @@ def scale_invariant_depth_loss(pred_depth, true_depth, mask) -> jax.Array:
   return jnp.mean(jnp.sum(diff * diff, axis=(-2, -1)) / count - mean * mean)
 
 
+def log_depth_mse(pred_log_depth, true_depth, mask) -> jax.Array:
+  """Mean squared error of log depth (absolute scale), masked."""
+  diff = pred_log_depth - jnp.log(jnp.maximum(true_depth, 1e-6))
+  return jnp.mean(_per_image_mean(diff * diff, mask))
+
+
+def log_depth_rmse(pred_log_depth, true_depth, mask) -> jax.Array:
+  """L for depth: per-image RMSE of log depth, averaged over images."""
+  diff = pred_log_depth - jnp.log(jnp.maximum(true_depth, 1e-6))
+  return jnp.mean(jnp.sqrt(_per_image_mean(diff * diff, mask) + 1e-12))
+
+
+DEPTH_LOSSES = {"scale_invariant": scale_invariant_depth_loss, "log_l2": log_depth_mse}
+
+
 def supervised_loss(prediction: Prediction, batch, *, normal_weight: float = 1.0,
-                    depth_weight: float = 0.0) -> jax.Array:
+                    depth_weight: float = 0.0, depth_loss: str = "scale_invariant") -> jax.Array:
   """Loss of every stack's prediction (intermediate supervision), summed over stacks."""
   total = 0.0
   if normal_weight:
     total += normal_weight * jax.vmap(lambda n: normal_loss(n, batch.normals, batch.mask))(
         prediction.normals).sum()
   if depth_weight:
-    total += depth_weight * jax.vmap(
-        lambda d: scale_invariant_depth_loss(d, batch.depth, batch.mask))(prediction.depth).sum()
+    loss = DEPTH_LOSSES[depth_loss]
+    total += depth_weight * jax.vmap(lambda d: loss(d, batch.depth, batch.mask))(
+        prediction.depth).sum()
   return total

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from typing import Any
 
 import jax
@@ -23,9 +22,7 @@ from hgrad import experiment
 from hgrad import metrics
 from hgrad import network
 from hgrad import outer
-from hgrad import plots
-from hgrad import unroll
-from hgrad import viz
+from hgrad import task
 from hgrad.config_util import to_dataclass
 from hgrad.csg import CSG_LAYOUT, CSGConfig
 from hgrad.csg_host import csg_generator
@@ -75,27 +72,16 @@ def parse_config(config) -> dict[str, Any]:
   if csg.fill != data.fill:
     raise ValueError(f"config.csg.fill ({csg.fill}) must equal config.data.fill ({data.fill}): "
                      "renders and real images must share one framing")
-  return {
-      "data": data, "csg": csg,
-      "synthetic": to_dataclass(SyntheticConfig, config.synthetic, where="config.synthetic"),
-      "network": to_dataclass(network.NetworkConfig, config.network, where="config.network"),
-      "inner": to_dataclass(unroll.InnerConfig, config.inner, where="config.inner"),
-      "outer": to_dataclass(outer.OuterConfig, config.outer, where="config.outer"),
-      "schedule": to_dataclass(experiment.Schedule, config.schedule, where="config.schedule"),
-  }
+  synthetic = to_dataclass(SyntheticConfig, config.synthetic, where="config.synthetic")
+  return {"data": data, "csg": csg, "synthetic": synthetic, **task.parse_training(config)}
 
 
 def load_real(data: mbii_data.MBIIConfig, csg: CSGConfig, synthetic: SyntheticConfig):
   """(train Sample, names, test Sample | None, test names, source description)."""
   root = mbii_data.resolve_dir(data.dir)
   if root is None:
-    logging.warning("=" * 72)
-    logging.warning("NO MIT-BERKELEY DATA CONFIGURED (--config.data.dir or $%s).",
-                    mbii_data.DATA_ENV)
-    logging.warning("Running on the SYNTHETIC default: %d renders of a hidden beta* under "
-                    "different lighting. Numbers from this run say nothing about real images.",
-                    synthetic.num_images)
-    logging.warning("=" * 72)
+    task.warn_synthetic(f"MIT-BERKELEY DATA (--config.data.dir or ${mbii_data.DATA_ENV})",
+                        f"{synthetic.num_images} renders of a hidden beta* under different lighting")
     target = synthetic_target(csg, synthetic)
     names = tuple(f"synthetic_{i}" for i in range(synthetic.num_images))
     return target, names, None, (), "synthetic"
@@ -120,18 +106,12 @@ def evaluate_normals(predict, params, data: Sample, names) -> dict:
   return result
 
 
-def build(config, num_workers: int | None = None) -> tuple[experiment.Task, experiment.Schedule]:
+def build(config) -> tuple[experiment.Task, experiment.Schedule]:
   """The MIT-Berkeley task and its schedule from an ml_collections config."""
   cfg = parse_config(config)
-  net, inner = cfg["network"], cfg["inner"]
+  net = cfg["network"]
   train, names, test, test_names, source = load_real(cfg["data"], cfg["csg"], cfg["synthetic"])
-  workers = None if config.num_workers < 0 else config.num_workers
-  generator = csg_generator(cfg["csg"], num_workers=workers if num_workers is None else num_workers)
-  real = jax.tree.map(jnp.asarray, train)
-  hg = outer.HybridGradient(generator.generate, generator.layout, net, inner, cfg["outer"],
-                            outer.normals_eval_loss(net, real))
-  params0 = network.init_params(net, jax.random.key(config.seed), cfg["data"].resolution)
-  beta0 = generator.beta0
+  generator = csg_generator(cfg["csg"], num_workers=task.num_workers(config))
   predict = make_predict(net)
 
   def evaluate(params) -> dict:
@@ -140,39 +120,27 @@ def build(config, num_workers: int | None = None) -> tuple[experiment.Task, expe
       out["test"] = evaluate_normals(predict, params, test, test_names)
     return out
 
-  def finish(workdir: str, state, history: list[dict], results: dict) -> None:
-    plots.curve(history, os.path.join(workdir, "curve.png"))
-    seeds = 123_456 + np.arange(8)
-    before = generator.render(np.tile(beta0, (8, 1)), seeds)
-    after = generator.render(np.tile(np.asarray(state.beta), (8, 1)), seeds)
-    plots.side_by_side(viz.sample_grid(before, 2), viz.sample_grid(after, 2),
-                       ("samples at beta0", f"samples at the final beta (step {int(state.step)})"),
-                       os.path.join(workdir, "samples.png"))
+  def finish(workdir: str, state, results: dict, hg) -> None:
+    del workdir, hg
     if source == "synthetic":
-      star = hg.to_unit(jnp.asarray(beta_star()))
       results["synthetic"] = {
           "beta_star": CSG_LAYOUT.as_dict(beta_star()),
-          "unit_distance_beta0": float(jnp.linalg.norm(hg.to_unit(jnp.asarray(beta0)) - star)),
-          "unit_distance_final": float(jnp.linalg.norm(hg.to_unit(state.beta) - star)),
+          "unit_distance_beta0": CSG_LAYOUT.unit_distance(list(results["beta0"].values()),
+                                                          beta_star()),
+          "unit_distance_final": CSG_LAYOUT.unit_distance(state.beta, beta_star()),
       }
     logging.info("final train-split MAE %.2f deg (image mean), %.2f deg (pixel pooled)%s",
                  results["train"]["image_mean"]["mae"], results["train"]["pixel_pooled"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
-  task = experiment.Task("mbii", generator, hg, params0, beta0, evaluate, finish)
-  return task, cfg["schedule"]
+  real = jax.tree.map(jnp.asarray, train)
+  return task.build("mbii", config, cfg, generator, outer.normals_eval_loss(net, real), evaluate,
+                    finish)
 
 
 def run(config, workdir: str) -> dict:
   """The whole optimization run; see experiments/mbii.py."""
-  task, schedule = build(config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  try:
-    return experiment.run(task, schedule, workdir, config.seed)
-  finally:
-    task.generator.close()
+  return task.run(build, config, workdir)
 
 
 def print_summary(results: dict) -> None:

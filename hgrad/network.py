@@ -211,10 +211,13 @@ def heads(raw_SxBxHxWx4: jax.Array) -> Prediction:
   return Prediction(n, raw_SxBxHxWx4[..., 3])
 
 
-def init_params(config: NetworkConfig, key: jax.Array, resolution: int):
-  if resolution % (2 ** config.depth):
-    raise ValueError(f"resolution {resolution} is not divisible by 2**depth = {2 ** config.depth}")
-  dummy = jnp.zeros((1, resolution, resolution, config.in_channels), jnp.float32)
+def init_params(config: NetworkConfig, key: jax.Array, resolution: int | tuple[int, int]):
+  """Parameters for images of `resolution` (square size or (height, width))."""
+  height, width = (resolution, resolution) if isinstance(resolution, int) else resolution
+  if height % (2 ** config.depth) or width % (2 ** config.depth):
+    raise ValueError(f"resolution {height}x{width} is not divisible by 2**depth = "
+                     f"{2 ** config.depth}")
+  dummy = jnp.zeros((1, height, width, config.in_channels), jnp.float32)
   return StackedHourglass(config).init(key, dummy)["params"]
 
 

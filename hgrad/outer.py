@@ -6,6 +6,8 @@ draws n seeds, renders X at beta and at beta +- delta_j (one host call),
 unrolls K SGD steps from the warm-started weights, takes dL/dX by VJP,
 contracts it with the finite differences, updates beta with RMSprop (optax)
 and clips it to the box; the trained weights warm-start the next step.
+`OuterConfig.estimator = "random_search"` swaps the estimator for Basic
+Random Search behind the same step (the baseline of the comparison).
 
 beta is optimized in unit-box coordinates u = (beta - low) / (high - low), so
 sigma and the learning rate mean the same for a probability and a log-mean.
@@ -44,11 +46,21 @@ class OuterConfig:
 
   num_perturbations: int = 4       # m antithetic pairs
   sigma: float = 0.05              # std of the directions, in unit-box units
-  learning_rate: float = 0.02      # RMSprop step on u
+  learning_rate: float = 0.02      # step on u
+  estimator: str = "hybrid"        # a key of estimator.ESTIMATORS ("hybrid", "random_search")
+  optimizer: str = "rmsprop"       # "rmsprop" (the paper) or "sgd" (Basic Random Search V1)
   rmsprop_decay: float = 0.9
   rmsprop_eps: float = 1e-8
+  momentum: float = 0.0            # > 0: heavy-ball averaging of the noisy estimates
 
   def __post_init__(self):
+    if self.estimator not in estimator.ESTIMATORS:
+      raise ValueError(f"OuterConfig.estimator must be one of {sorted(estimator.ESTIMATORS)}, "
+                       f"got {self.estimator!r}")
+    if not 0.0 <= self.momentum < 1.0:
+      raise ValueError(f"OuterConfig.momentum must be in [0, 1), got {self.momentum}")
+    if self.optimizer not in ("rmsprop", "sgd"):
+      raise ValueError(f"OuterConfig.optimizer must be 'rmsprop' or 'sgd', got {self.optimizer!r}")
     if self.num_perturbations < 1:
       raise ValueError(f"OuterConfig.num_perturbations must be >= 1, got {self.num_perturbations}")
     if not self.sigma > 0:
@@ -101,7 +113,11 @@ def normals_eval_loss(net: network.NetworkConfig, real) -> Callable[[Any], jax.A
 
 
 def beta_optimizer(config: OuterConfig) -> optax.GradientTransformation:
-  return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps)
+  momentum = config.momentum or None
+  if config.optimizer == "sgd":
+    return optax.sgd(config.learning_rate, momentum=momentum)
+  return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps,
+                       momentum=momentum)
 
 
 def initial_state(layout: ParamLayout, inner: unroll.InnerConfig, config: OuterConfig, beta0,
@@ -109,10 +125,9 @@ def initial_state(layout: ParamLayout, inner: unroll.InnerConfig, config: OuterC
   """The state before any step (also the structure a checkpoint is restored into)."""
   beta0 = jnp.asarray(layout.clip(layout.check(beta0)), jnp.float32)
   params = jax.tree.map(jnp.asarray, params)
-  unit = (beta0 - layout.low) / (layout.high - layout.low)
   return OuterState(
       beta=beta0,
-      beta_opt_state=beta_optimizer(config).init(unit),
+      beta_opt_state=beta_optimizer(config).init(layout.to_unit(beta0)),
       inner=unroll.InnerState(params, unroll.inner_optimizer(inner).init(params)),
       step=jnp.zeros((), jnp.int32),
       prev_grad=jnp.zeros_like(beta0),
@@ -136,9 +151,7 @@ class HybridGradient:
     self.layout, self.net, self.inner, self.outer = layout, net, inner, outer
     self.mesh = mesh or device_mesh()
     self._generate_batch = batch_generator(generate, inner.num_samples)
-    self._eval_loss = eval_loss
-    self._low = jnp.asarray(layout.low)
-    self._span = jnp.asarray(layout.high - layout.low)
+    self.eval_loss = eval_loss
     self.inner_optimizer = unroll.inner_optimizer(inner)
     self.beta_optimizer = beta_optimizer(outer)
     self._loss_fn = unroll.network_loss(net, inner)
@@ -147,15 +160,15 @@ class HybridGradient:
     self.evaluate = jax.jit(eval_loss)
 
   def to_unit(self, beta):
-    return (beta - self._low) / self._span
+    return self.layout.to_unit(beta)
 
   def from_unit(self, u):
-    return self._low + u * self._span
+    return self.layout.from_unit(u)
 
   def init(self, beta0, params) -> OuterState:
     return initial_state(self.layout, self.inner, self.outer, beta0, params)
 
-  def _train(self, inner_state: unroll.InnerState, data, remat: bool):
+  def train_inner(self, inner_state: unroll.InnerState, data, remat: bool):
     batches = shard_axis(unroll.split_steps(data, self.inner.steps), 1, self.mesh)
     return unroll.unroll(self._loss_fn, self.inner_optimizer, inner_state, batches, remat=remat)
 
@@ -167,10 +180,10 @@ class HybridGradient:
       return self._generate_batch(self.from_unit(u), data_key)
 
     def loss_of_data(data):
-      trained, train_losses = self._train(state.inner, data, remat=self.inner.remat)
-      return self._eval_loss(trained.params), (trained, train_losses)
+      trained, train_losses = self.train_inner(state.inner, data, remat=self.inner.remat)
+      return self.eval_loss(trained.params), (trained, train_losses)
 
-    (value, (trained, train_losses)), grad = estimator.hybrid_value_and_grad(
+    (value, (trained, train_losses)), grad = estimator.ESTIMATORS[self.outer.estimator](
         generate_unit, loss_of_data, u, key, num_perturbations=self.outer.num_perturbations,
         sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh))
     updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, u)
@@ -188,6 +201,6 @@ class HybridGradient:
     """K plain SGD steps on fresh samples at the current beta (warm-up, fixed-beta baseline)."""
     key = jax.random.fold_in(key, state.step)
     data = shard_axis(jax.lax.stop_gradient(self._generate_batch(state.beta, key)), 0, self.mesh)
-    trained, train_losses = self._train(state.inner, data, remat=False)
+    trained, train_losses = self.train_inner(state.inner, data, remat=False)
     new_state = state._replace(inner=trained, step=state.step + 1)
     return new_state, {"train_loss": jnp.mean(train_losses)}

@@ -13,7 +13,7 @@ def curve(history: list[dict], path: str, *, ylabel: str = "L (mean angle error,
           reference: dict[str, float] | None = None) -> None:
   """L against global step and against wall time; outer steps and plain-step evaluations."""
   fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-  for phase, style in (("outer", "-"), ("warmup", "o"), ("train", "s")):
+  for phase, style in (("outer", "-"), ("warmup", "o"), ("train", "s"), ("final", "^")):
     rows = [r for r in history if r["phase"] == phase and "L" in r]
     if not rows:
       continue
@@ -21,7 +21,7 @@ def curve(history: list[dict], path: str, *, ylabel: str = "L (mean angle error,
     minutes = [r["elapsed_s"] / 60 for r in rows]
     values = [r["L"] for r in rows]
     label = {"outer": "hybrid-gradient steps", "warmup": "warm-up at beta0",
-             "train": "plain steps at current beta"}[phase]
+             "train": "plain steps at current beta", "final": "final training at the learned beta"}[phase]
     axes[0].plot(steps, values, style, label=label, markersize=3)
     axes[1].plot(minutes, values, style, label=label, markersize=3)
   for name, value in (reference or {}).items():

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from multiprocessing.connection import Client, Listener
 from typing import Any, Callable
@@ -54,8 +55,12 @@ def _serve(conn):
       break
     if message is None:
       break
+    method, args = message
     try:
-      conn.send(("ok", host.render_batch(*message)))
+      cpu_start = time.process_time()
+      sample, stats = getattr(host, method)(*args)
+      stats["worker_cpu_s"] = time.process_time() - cpu_start
+      conn.send(("ok", (sample, stats)))
     except BaseException as e:  # pylint: disable=broad-except
       conn.send(_error(e))
   host.close()
@@ -69,12 +74,16 @@ def _reraise(kind: str, message: str, trace: str):
   raise RuntimeError(f"render worker failed: {kind}: {message}\n{trace}")
 
 
+def _take(arg, idx):
+  return arg[idx] if isinstance(arg, np.ndarray) else [arg[i] for i in idx]
+
+
 def merge_stats(stats: list[dict]) -> dict:
   return {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
 
 
 class RenderPool:
-  """Runs `factory(config).render_batch(beta, seeds)` over worker processes."""
+  """Runs methods of `factory(config)` (render_batch, render_trees) over worker processes."""
 
   def __init__(self, factory: Factory, config: Any, num_workers: int):
     if num_workers < 1:
@@ -143,12 +152,14 @@ class RenderPool:
       return ("error", ("RuntimeError", f"render worker {proc.pid} died (exit code "
                         f"{proc.poll()})", ""))
 
-  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+  def call(self, method: str, *args) -> tuple[Sample, dict]:
+    """host.method(*args) with every argument split along its first axis over the workers."""
+    count = len(args[0])
     with self._lock:
       self._ensure_started()
-      chunks = [c for c in np.array_split(np.arange(len(seeds_B)), self.num_workers) if len(c)]
+      chunks = [c for c in np.array_split(np.arange(count), self.num_workers) if len(c)]
       for (_, conn), idx in zip(self._workers, chunks):
-        conn.send((beta_Bxd[idx], seeds_B[idx]))
+        conn.send((method, tuple(_take(a, idx) for a in args)))
       replies = [self._receive(w) for w in self._workers[:len(chunks)]]
     failures = [r[1] for r in replies if r[0] == "error"]
     if failures:
@@ -157,6 +168,12 @@ class RenderPool:
       _reraise(*failures[0])
     samples, stats = zip(*(r[1] for r in replies))
     return concatenate(list(samples)), merge_stats(list(stats))
+
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+    return self.call("render_batch", beta_Bxd, seeds_B)
+
+  def render_trees(self, trees: list, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+    return self.call("render_trees", trees, seeds_B)
 
   def close(self):
     workers, self._workers = self._workers, []

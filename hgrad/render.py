@@ -32,12 +32,19 @@ INSTALL_HINT = (
 _VERTEX_SHADER = """#version 330 core
 layout(location = 0) in vec3 position;
 layout(location = 1) in vec3 normal;
+#ifdef WITH_COLOR
+layout(location = 2) in vec3 color;
+out vec3 v_color;
+#endif
 uniform mat4 projection;
 out vec3 v_normal;
 out vec3 v_position;
 void main() {
   v_normal = normal;
   v_position = position;
+#ifdef WITH_COLOR
+  v_color = color;
+#endif
   gl_Position = projection * vec4(position, 1.0);
 }
 """
@@ -47,6 +54,10 @@ in vec3 v_normal;
 in vec3 v_position;
 uniform float perspective;
 layout(location = 0) out vec4 out_normal_depth;
+#ifdef WITH_COLOR
+in vec3 v_color;
+layout(location = 1) out vec4 out_color;
+#endif
 void main() {
   // Interpolated vertex normals can turn slightly away from the viewer at a
   // silhouette; clamp them to (just past) grazing, their true limit there.
@@ -55,6 +66,9 @@ void main() {
   float facing = dot(n, to_viewer);
   if (facing < 1e-3) n = normalize(n + (1e-3 - facing) * to_viewer);
   out_normal_depth = vec4(n, -v_position.z);
+#ifdef WITH_COLOR
+  out_color = vec4(v_color, 1.0);
+#endif
 }
 """
 
@@ -110,12 +124,14 @@ class Meshes(NamedTuple):
   normals: np.ndarray      # (V, 3) float32
   tris: np.ndarray         # (T, 3) uint32
   projection: np.ndarray   # (4, 4) float32, camera frame -> clip space
+  colors: np.ndarray | None = None   # (V, 3) per-vertex attribute (e.g. albedo), interpolated
 
 
 class Rasters(NamedTuple):
   normals: np.ndarray   # (B, H, W, 3) float32 unit on the mask, 0 off it
   depth: np.ndarray     # (B, H, W) float32 > 0 on the mask, 0 off it
   mask: np.ndarray      # (B, H, W) float32 in {0, 1}
+  color: np.ndarray | None = None   # (B, H, W, 3) interpolated colors, with_color only
 
 
 def orthographic(half_width: float, half_height: float, near: float, far: float) -> np.ndarray:
@@ -155,11 +171,12 @@ class BatchRasterizer:
   threads of its own, so all GL work runs on one thread owned by this object.
   """
 
-  def __init__(self, width: int, height: int, max_layers: int = 256):
+  def __init__(self, width: int, height: int, max_layers: int = 256, with_color: bool = False):
     if width < 1 or height < 1:
       raise ValueError(f"render size must be positive, got {width}x{height}")
     self.width, self.height = int(width), int(height)
     self.max_layers = int(max_layers)
+    self.with_color = bool(with_color)
     self._layers = 0
     self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hgrad-gl")
     self._platform = None
@@ -178,16 +195,20 @@ class BatchRasterizer:
     GL.glBindRenderbuffer(GL.GL_RENDERBUFFER, depth)
     GL.glRenderbufferStorage(GL.GL_RENDERBUFFER, GL.GL_DEPTH_COMPONENT32F, self.width, self.height)
     GL.glFramebufferRenderbuffer(GL.GL_FRAMEBUFFER, GL.GL_DEPTH_ATTACHMENT, GL.GL_RENDERBUFFER, depth)
-    self._texture = GL.glGenTextures(1)
+    self._textures = [GL.glGenTextures(1) for _ in range(2 if self.with_color else 1)]
+    if self.with_color:
+      GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
     self._ensure_layers(1)
     self._vao = GL.glGenVertexArrays(1)
     GL.glBindVertexArray(self._vao)
     self._vbo, self._ebo = GL.glGenBuffers(2)
     GL.glBindBuffer(GL.GL_ARRAY_BUFFER, self._vbo)
     GL.glBindBuffer(GL.GL_ELEMENT_ARRAY_BUFFER, self._ebo)
-    for loc in (0, 1):
+    attributes = 3 if self.with_color else 2
+    for loc in range(attributes):
       GL.glEnableVertexAttribArray(loc)
-      GL.glVertexAttribPointer(loc, 3, GL.GL_FLOAT, False, 24, ctypes.c_void_p(12 * loc))
+      GL.glVertexAttribPointer(loc, 3, GL.GL_FLOAT, False, 12 * attributes,
+                               ctypes.c_void_p(12 * loc))
     GL.glEnable(GL.GL_DEPTH_TEST)
     GL.glDepthFunc(GL.GL_LESS)
     # Meshes are closed and wound counter-clockwise outward: back faces are never
@@ -205,12 +226,14 @@ class BatchRasterizer:
       return
     GL = self._gl
     layers = min(self.max_layers, 1 << (count - 1).bit_length())
-    GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, self._texture)
-    GL.glTexImage3D(GL.GL_TEXTURE_2D_ARRAY, 0, GL.GL_RGBA32F, self.width, self.height, layers, 0,
-                    GL.GL_RGBA, GL.GL_FLOAT, None)
-    GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MIN_FILTER, GL.GL_NEAREST)
-    GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST)
-    GL.glFramebufferTextureLayer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self._texture, 0, 0)
+    for attachment, texture in enumerate(self._textures):
+      GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, texture)
+      GL.glTexImage3D(GL.GL_TEXTURE_2D_ARRAY, 0, GL.GL_RGBA32F, self.width, self.height, layers, 0,
+                      GL.GL_RGBA, GL.GL_FLOAT, None)
+      GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MIN_FILTER, GL.GL_NEAREST)
+      GL.glTexParameteri(GL.GL_TEXTURE_2D_ARRAY, GL.GL_TEXTURE_MAG_FILTER, GL.GL_NEAREST)
+      GL.glFramebufferTextureLayer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0 + attachment, texture,
+                                   0, 0)
     if GL.glCheckFramebufferStatus(GL.GL_FRAMEBUFFER) != GL.GL_FRAMEBUFFER_COMPLETE:
       raise RenderError("float32 layered framebuffer is not supported by this OpenGL driver")
     self._layers = layers
@@ -218,10 +241,12 @@ class BatchRasterizer:
   def _link(self):
     GL = self._gl
     program = GL.glCreateProgram()
+    define = "#define WITH_COLOR\n" if self.with_color else ""
     for source, kind in ((_VERTEX_SHADER, GL.GL_VERTEX_SHADER),
                          (_FRAGMENT_SHADER, GL.GL_FRAGMENT_SHADER)):
       shader = GL.glCreateShader(kind)
-      GL.glShaderSource(shader, source)
+      version, body = source.split("\n", 1)
+      GL.glShaderSource(shader, f"{version}\n{define}{body}")
       GL.glCompileShader(shader)
       if not GL.glGetShaderiv(shader, GL.GL_COMPILE_STATUS):
         raise RenderError(f"shader compile failed: {GL.glGetShaderInfoLog(shader)}")
@@ -235,9 +260,11 @@ class BatchRasterizer:
     """Rasterizes each mesh into its own H x W image."""
     if not meshes:
       raise ValueError("render() needs at least one mesh")
+    if self.with_color and any(m.colors is None for m in meshes):
+      raise ValueError("this rasterizer renders colors: every mesh needs per-vertex colors")
     chunks = [self._thread.submit(self._render_chunk, meshes[i:i + self.max_layers]).result()
               for i in range(0, len(meshes), self.max_layers)]
-    return Rasters(*(np.concatenate(parts) for parts in zip(*chunks)))
+    return Rasters(*(None if parts[0] is None else np.concatenate(parts) for parts in zip(*chunks)))
 
   def _render_chunk(self, meshes: Sequence[Meshes]) -> Rasters:
     GL = self._gl
@@ -245,34 +272,42 @@ class BatchRasterizer:
     self._ensure_layers(len(meshes))
     offsets = np.cumsum([0] + [len(m.verts) for m in meshes])
     vertex_data = np.concatenate(
-        [np.concatenate([m.verts, m.normals], axis=1) for m in meshes]).astype(np.float32)
+        [np.concatenate([m.verts, m.normals] + ([m.colors] if self.with_color else []), axis=1)
+         for m in meshes]).astype(np.float32)
     index_data = np.concatenate(
         [m.tris.reshape(-1).astype(np.uint32) + np.uint32(o) for m, o in zip(meshes, offsets)])
     GL.glBufferData(GL.GL_ARRAY_BUFFER, vertex_data.nbytes, vertex_data, GL.GL_STREAM_DRAW)
     GL.glBufferData(GL.GL_ELEMENT_ARRAY_BUFFER, index_data.nbytes, index_data, GL.GL_STREAM_DRAW)
     start = 0
     for layer, m in enumerate(meshes):
-      GL.glFramebufferTextureLayer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0, self._texture, 0,
-                                   layer)
+      for attachment, texture in enumerate(self._textures):
+        GL.glFramebufferTextureLayer(GL.GL_FRAMEBUFFER, GL.GL_COLOR_ATTACHMENT0 + attachment,
+                                     texture, 0, layer)
       GL.glClear(GL.GL_COLOR_BUFFER_BIT | GL.GL_DEPTH_BUFFER_BIT)
       GL.glUniformMatrix4fv(self._projection_loc, 1, GL.GL_TRUE, m.projection.astype(np.float32))
       GL.glUniform1f(self._perspective_loc, float(m.projection[3, 2] != 0))
       count = m.tris.size
       GL.glDrawElements(GL.GL_TRIANGLES, count, GL.GL_UNSIGNED_INT, ctypes.c_void_p(4 * start))
       start += count
-    layers = np.empty((self._layers, self.height, self.width, 4), np.float32)
-    # PyOpenGL 3.1.0's glGetTexImage wrapper cannot size 3D textures; the raw call writes into ours.
-    raw_gl.glGetTexImage(GL.GL_TEXTURE_2D_ARRAY, 0, GL.GL_RGBA, GL.GL_FLOAT,
-                         layers.ctypes.data_as(ctypes.c_void_p))
-    # GL rows run bottom to top; image row 0 is the top.
-    tiles = layers[:len(meshes), ::-1]
+    readback = []
+    for texture in self._textures:
+      layers = np.empty((self._layers, self.height, self.width, 4), np.float32)
+      GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, texture)
+      # PyOpenGL 3.1.0's glGetTexImage wrapper cannot size 3D textures; the raw call writes into ours.
+      raw_gl.glGetTexImage(GL.GL_TEXTURE_2D_ARRAY, 0, GL.GL_RGBA, GL.GL_FLOAT,
+                           layers.ctypes.data_as(ctypes.c_void_p))
+      # GL rows run bottom to top; image row 0 is the top.
+      readback.append(layers[:len(meshes), ::-1])
+    tiles = readback[0]
     depth = tiles[..., 3]
     mask = depth > 0
     normals = tiles[..., :3]
     norm = np.linalg.norm(normals, axis=-1, keepdims=True)
     normals = np.where(mask[..., None], normals / np.maximum(norm, 1e-12), 0.0)
+    color = (np.where(mask[..., None], readback[1][..., :3], 0.0).astype(np.float32)
+             if self.with_color else None)
     return Rasters(normals.astype(np.float32), np.where(mask, depth, 0.0).astype(np.float32),
-                   mask.astype(np.float32))
+                   mask.astype(np.float32), color)
 
   def close(self):
     def delete():

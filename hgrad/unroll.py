@@ -21,11 +21,15 @@ class InnerConfig:
   batch_size: int = 8            # B; an outer step generates n = K * B samples
   optimizer: str = "sgd"         # "sgd" (optionally with momentum) or "adam"
   learning_rate: float = 0.02
+  lr_decay_steps: int = 0        # > 0: cosine decay to lr_final_fraction over this many inner
+                                 # steps; -1: over the whole run (set by the experiment)
+  lr_final_fraction: float = 0.1
   momentum: float = 0.9          # sgd: 0 = plain SGD; adam: b1
   nesterov: bool = False
   remat: bool = True             # jax.checkpoint each step: memory flat in K
   normal_weight: float = 1.0
   depth_weight: float = 0.0
+  depth_loss: str = "scale_invariant"   # or "log_l2" (absolute log depth)
 
   def __post_init__(self):
     if self.steps < 1 or self.batch_size < 1:
@@ -33,6 +37,11 @@ class InnerConfig:
                        f"{self.steps}, {self.batch_size}")
     if not self.learning_rate > 0:
       raise ValueError(f"InnerConfig.learning_rate must be > 0, got {self.learning_rate}")
+    if self.lr_decay_steps < -1 or not 0.0 <= self.lr_final_fraction <= 1.0:
+      raise ValueError("InnerConfig.lr_decay_steps must be >= -1 and lr_final_fraction in [0, 1]")
+    if self.depth_loss not in losses.DEPTH_LOSSES:
+      raise ValueError(f"InnerConfig.depth_loss must be one of {sorted(losses.DEPTH_LOSSES)}, "
+                       f"got {self.depth_loss!r}")
     if self.optimizer not in ("sgd", "adam"):
       raise ValueError(f"InnerConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
     if not 0.0 <= self.momentum < 1.0:
@@ -49,11 +58,20 @@ class InnerState(NamedTuple):
 
 
 def inner_optimizer(config: InnerConfig) -> optax.GradientTransformation:
-  """The inner optimizer; both choices are smooth, so the unroll differentiates through them."""
+  """The inner optimizer; both choices are smooth, so the unroll differentiates through them.
+
+  The learning-rate schedule counts inner steps (the unrolled ones included),
+  so it lives in the optimizer state and survives checkpoints.
+  """
+  learning_rate = config.learning_rate
+  if config.lr_decay_steps < 0:
+    raise ValueError("InnerConfig.lr_decay_steps = -1 must be resolved to the run's length first")
+  if config.lr_decay_steps:
+    learning_rate = optax.cosine_decay_schedule(config.learning_rate, config.lr_decay_steps,
+                                                alpha=config.lr_final_fraction)
   if config.optimizer == "adam":
-    return optax.adam(config.learning_rate, b1=config.momentum, eps_root=1e-8)
-  return optax.sgd(config.learning_rate, momentum=config.momentum or None,
-                   nesterov=config.nesterov)
+    return optax.adam(learning_rate, b1=config.momentum, eps_root=1e-8)
+  return optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
 
 
 def network_loss(net: network.NetworkConfig, inner: InnerConfig) -> Callable:
@@ -61,7 +79,7 @@ def network_loss(net: network.NetworkConfig, inner: InnerConfig) -> Callable:
   def loss_fn(params, batch):
     prediction = network.apply(net, params, batch.image)
     return losses.supervised_loss(prediction, batch, normal_weight=inner.normal_weight,
-                                  depth_weight=inner.depth_weight)
+                                  depth_weight=inner.depth_weight, depth_loss=inner.depth_loss)
   return loss_fn
 
 

@@ -24,10 +24,11 @@ def depth_gray(depth_HxW: np.ndarray, mask_HxW: np.ndarray) -> np.ndarray:
 
 
 def sample_strip(sample: Sample) -> np.ndarray:
-  """One sample as shading | normals | depth | mask, float RGB in [0, 1]."""
+  """One sample as input image | normals | depth | mask, float RGB in [0, 1]."""
   gray = lambda x: np.repeat(np.clip(x, 0, 1)[..., None], 3, axis=-1)  # noqa: E731
+  image = np.clip(sample.image, 0, 1) if sample.image.shape[-1] == 3 else gray(sample.image[..., 0])
   return np.concatenate([
-      gray(sample.image[..., 0]),
+      image,
       normals_rgb(sample.normals, sample.mask),
       gray(depth_gray(sample.depth, sample.mask)),
       gray(sample.mask),

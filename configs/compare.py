@@ -1,0 +1,47 @@
+"""All methods at equal budget on one task (the paper's Tables 1-4 and Fig. 4).
+
+  python -m experiments.compare --workdir=runs/compare [--config=configs/compare.py:ARG]
+      [--config.base.data.dir=/path/to/MIT-Berkeley/train] [--config.base.data.test_dir=...]
+
+ARG is TASK or TASK_smoke with TASK in mbii (default), nyu, face:
+  mbii        hybrid gradient, Basic Random Search, Shape Evolution, fixed beta0 (Table 2, Fig. 4)
+              at cpu scale, 3 seeds, plus the 10-beta ablation (Table 1): many hours on 2 cores
+  nyu, face   random beta, Basic Random Search, hybrid gradient (Tables 3 and 4), 3 seeds
+  *_smoke     tiny sizes, one seed, no ablation (the tests run them)
+"""
+
+import ml_collections
+
+from configs import common
+from configs import face as face_configs
+from configs import mbii as mbii_configs
+from configs import nyu as nyu_configs
+from hgrad.evolution import EvolutionConfig
+
+_BASES = {"mbii": mbii_configs, "nyu": nyu_configs, "face": face_configs}
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  arg = arg or "mbii"
+  task, _, variant = arg.partition("_")
+  if task not in _BASES or variant not in ("", "smoke"):
+    raise ValueError(f"unknown compare config {arg!r}: use TASK or TASK_smoke, TASK in "
+                     f"{sorted(_BASES)}")
+  smoke = variant == "smoke"
+  config = ml_collections.ConfigDict()
+  config.task = task
+  config.base = _BASES[task].get_config("smoke" if smoke else "cpu")
+  config.seeds = [0] if smoke else [0, 1, 2]
+  config.ablation = ml_collections.ConfigDict({"num_betas": 0, "seed": 1234})
+  if task == "mbii":
+    config.methods = ["hybrid", "random_search", "evolution", "fixed"]
+    config.base.evolution = common.as_config(EvolutionConfig())
+    # Shape Evolution evaluates as many candidates as random search evaluates directions.
+    config.base.evolution.candidates = 2 * config.base.outer.num_perturbations + 1
+    if smoke:
+      config.base.evolution.update(initial_population=4, max_population=8, survivors=1)
+    else:
+      config.ablation.num_betas = 10
+  else:
+    config.methods = ["random_beta", "random_search", "hybrid"]
+  return config

@@ -1,0 +1,32 @@
+"""Faces: optimize the 204-d 3DMM sampling grammar for depth from a face image.
+
+  python -m experiments.face --workdir=runs/face [--config=configs/face.py:smoke]
+      [--config.face.model_path=/path/to/BFM.mat]
+"""
+
+import ml_collections
+
+from configs import common
+from hgrad.face import FaceProtocolConfig
+from hgrad.faces import FaceConfig
+
+
+def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+  variant = arg or "cpu"
+  if variant not in ("smoke", "cpu"):
+    raise ValueError(f"unknown face variant {variant!r}: use smoke or cpu")
+  config = common.training(ml_collections.ConfigDict())
+  config.variant = variant
+  config.face = common.as_config(FaceConfig())
+  config.protocol = common.as_config(FaceProtocolConfig())
+  config.network.in_channels = 3
+  config.inner.update(optimizer="adam", learning_rate=1e-3, lr_decay_steps=-1, normal_weight=0.0,
+                      depth_weight=1.0, depth_loss="log_l2")
+  config.schedule.update(warmup_steps=200, outer_steps=100, train_steps_per_outer=2,
+                         final_steps=300, checkpoint_every=25, eval_every=25)
+  if variant == "smoke":
+    common.smoke(config)
+    config.face.resolution = 32
+    config.protocol.identities = 2
+    config.protocol.validation_identities = 1
+  return config

@@ -1,0 +1,32 @@
+"""The face hybrid-gradient run (see configs/face.py).
+
+  python -m experiments.face --workdir=runs/face [--config=configs/face.py:smoke]
+"""
+
+import json
+import os
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from hgrad import face
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "face.py"),
+    "Config file (variants: smoke, cpu).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumes if it holds a run).",
+                               required=True)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  results = face.run(_CONFIG.value, _WORKDIR.value)
+  print(json.dumps({"data_source": results["data_source"], "steps": results["steps"],
+                    **{split: results[split]["image_mean"] for split in ("validation", "test")
+                       if split in results}}))
+
+
+if __name__ == "__main__":
+  app.run(main)
