@@ -7,23 +7,15 @@ Writes WORKDIR/table1.md, table2.md, fig4.png and compare.json; every
 """
 
 import json
-import os
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
+from experiments import script
 from hgrad import compare
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "compare.py"),
-    "Comparison config file (variants: smoke, full).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.", required=True)
+_CONFIG, _WORKDIR = script.config_and_workdir(
+    "compare.py", "Comparison config file (ARG: TASK or TASK_smoke, TASK in mbii, nyu, face).")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main():
   summary = compare.run(_CONFIG.value, _WORKDIR.value)
   print(json.dumps({m: {"final_validation_L": v["final_validation_L"],
                         "time_to_target": v.get("time_to_target")}
@@ -31,4 +23,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

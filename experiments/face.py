@@ -4,29 +4,19 @@
 """
 
 import json
-import os
 
-from absl import app
-from absl import flags
-from ml_collections import config_flags
-
+from experiments import script
 from hgrad import face
+from hgrad import task
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "face.py"),
-    "Config file (variants: smoke, cpu).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (resumes if it holds a run).",
-                               required=True)
+_CONFIG, _WORKDIR = script.config_and_workdir(
+    "face.py", "Config file (variants: smoke, cpu).",
+    "Run directory (resumes if it holds a run).")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  results = face.run(_CONFIG.value, _WORKDIR.value)
-  print(json.dumps({"data_source": results["data_source"], "steps": results["steps"],
-                    **{split: results[split]["image_mean"] for split in ("validation", "test")
-                       if split in results}}))
+def main():
+  print(json.dumps(task.summary(face.run(_CONFIG.value, _WORKDIR.value))))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

@@ -9,12 +9,12 @@ import numpy as np
 from hgrad import csg
 from hgrad import render
 from hgrad.bridge import Generator
+from hgrad.host import STAT_KEYS, RasterHost
 from hgrad.sample import Sample, normalize_shading
 
-STAT_KEYS = ("grammar_s", "csg_s", "render_s", "samples", "booleans", "degenerate_booleans")
 
 
-class CSGHost:
+class CSGHost(RasterHost):
   """Renders batches of CSG samples; one long-lived GL context per instance."""
 
   layout = csg.CSG_LAYOUT
@@ -22,23 +22,10 @@ class CSGHost:
   def __init__(self, config: csg.CSGConfig):
     self.config = config
     self.height = self.width = config.resolution
-    self._rasterizer = None
-
-  def _raster(self) -> render.BatchRasterizer:
-    if self._rasterizer is None:
-      self._rasterizer = render.BatchRasterizer(self.width, self.height)
-    return self._rasterizer
-
-  def warm_up(self):
-    """Opens the GL context now, so a missing driver fails at start-up."""
-    self._raster()
 
   def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
     """Renders sample i from (clip(beta[i]), seeds[i]); deterministic in both."""
-    beta_Bxd = self.layout.clip(self.layout.check(beta_Bxd).reshape(-1, self.layout.dim))
-    seeds_B = np.asarray(seeds_B).reshape(-1)
-    if len(seeds_B) != len(beta_Bxd):
-      raise ValueError(f"{len(beta_Bxd)} betas but {len(seeds_B)} seeds")
+    beta_Bxd, seeds_B = self.checked(beta_Bxd, seeds_B)
     start = time.perf_counter()
     noises = [csg.draw_noise(int(seed), self.config.max_depth) for seed in seeds_B]
     trees = [csg.sample_tree(beta.astype(np.float64), noise, self.config)
@@ -79,11 +66,6 @@ class CSGHost:
     stats["render_s"] += time.perf_counter() - start
     stats["samples"] += len(meshes)
     return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
-
-  def close(self):
-    if self._rasterizer is not None:
-      self._rasterizer.close()
-      self._rasterizer = None
 
 
 def csg_generator(config: csg.CSGConfig | None = None, num_workers: int | None = None):

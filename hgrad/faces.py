@@ -27,6 +27,7 @@ from hgrad import meshes
 from hgrad import mixtures
 from hgrad import render
 from hgrad.bridge import Generator
+from hgrad.host import RasterHost
 from hgrad.data import bfm
 from hgrad.layout import ParamLayout, ParamSpec
 from hgrad.sample import Sample
@@ -138,26 +139,18 @@ def vertex_normals(verts: np.ndarray, tris: np.ndarray) -> np.ndarray:
   return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
-class FaceHost:
+class FaceHost(RasterHost):
   """Renders batches of 3DMM faces (RGB image, normals, depth, mask)."""
 
   layout = FACE_LAYOUT
   channels = 3
+  with_color = True
 
   def __init__(self, config: FaceConfig):
     self.config = config
     self.height = self.width = config.resolution
     self.model = load_model(config)
-    self._rasterizer = None
     self._projection = render.perspective(np.radians(config.fov_deg), 1.0, 0.5, 50.0)
-
-  def _raster(self) -> render.BatchRasterizer:
-    if self._rasterizer is None:
-      self._rasterizer = render.BatchRasterizer(self.width, self.height, with_color=True)
-    return self._rasterizer
-
-  def warm_up(self):
-    self._raster()
 
   def render_params(self, params: list[FaceParams]) -> tuple[Sample, dict]:
     """Renders explicit coefficients, poses and lights (e.g. the evaluation protocol)."""
@@ -182,10 +175,7 @@ class FaceHost:
     return Sample(image.astype(np.float32), rasters.normals, rasters.depth, rasters.mask), stats
 
   def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
-    beta_Bxd = self.layout.clip(self.layout.check(beta_Bxd).reshape(-1, self.layout.dim))
-    seeds_B = np.asarray(seeds_B).reshape(-1)
-    if len(seeds_B) != len(beta_Bxd):
-      raise ValueError(f"{len(beta_Bxd)} betas but {len(seeds_B)} seeds")
+    beta_Bxd, seeds_B = self.checked(beta_Bxd, seeds_B)
     start = time.perf_counter()
     params = [sample_params(b.astype(np.float64), int(s), self.model, self.config)
               for b, s in zip(beta_Bxd, seeds_B)]
@@ -193,11 +183,6 @@ class FaceHost:
     sample, stats = self.render_params(params)
     stats["grammar_s"] += grammar_s
     return sample, stats
-
-  def close(self):
-    if self._rasterizer is not None:
-      self._rasterizer.close()
-      self._rasterizer = None
 
 
 def face_generator(config: FaceConfig | None = None, num_workers: int | None = None) -> Generator:

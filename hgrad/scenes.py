@@ -28,6 +28,7 @@ from hgrad import meshes
 from hgrad import mixtures
 from hgrad import render
 from hgrad.bridge import Generator
+from hgrad.host import RasterHost
 from hgrad.layout import ParamLayout
 from hgrad.sample import Sample, normalize_shading
 
@@ -169,7 +170,7 @@ def perturbed_scene(beta: np.ndarray, seed: int, config: SceneConfig):
           (view[:3, :3] @ scene.light).astype(np.float32))
 
 
-class SceneHost:
+class SceneHost(RasterHost):
   """Renders batches of perturbed scenes; one long-lived GL context per instance."""
 
   layout = SCENE_LAYOUT
@@ -177,24 +178,12 @@ class SceneHost:
   def __init__(self, config: SceneConfig):
     self.config = config
     self.height, self.width = config.height, config.width
-    self._rasterizer = None
     aspect = config.width / config.height
     self._projection = render.perspective(np.radians(config.fov_y_deg), aspect, config.near,
                                           config.far)
 
-  def _raster(self) -> render.BatchRasterizer:
-    if self._rasterizer is None:
-      self._rasterizer = render.BatchRasterizer(self.width, self.height)
-    return self._rasterizer
-
-  def warm_up(self):
-    self._raster()
-
   def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
-    beta_Bxd = self.layout.clip(self.layout.check(beta_Bxd).reshape(-1, self.layout.dim))
-    seeds_B = np.asarray(seeds_B).reshape(-1)
-    if len(seeds_B) != len(beta_Bxd):
-      raise ValueError(f"{len(beta_Bxd)} betas but {len(seeds_B)} seeds")
+    beta_Bxd, seeds_B = self.checked(beta_Bxd, seeds_B)
     start = time.perf_counter()
     tiles, lights = [], []
     for beta, seed in zip(beta_Bxd, seeds_B):
@@ -209,11 +198,6 @@ class SceneHost:
     stats = {"grammar_s": scene_s, "csg_s": 0.0, "render_s": time.perf_counter() - start,
              "samples": float(len(tiles)), "booleans": 0.0, "degenerate_booleans": 0.0}
     return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
-
-  def close(self):
-    if self._rasterizer is not None:
-      self._rasterizer.close()
-      self._rasterizer = None
 
 
 def scene_generator(config: SceneConfig | None = None, num_workers: int | None = None) -> Generator:

@@ -40,6 +40,13 @@ def parse_training(config) -> dict[str, Any]:
   }
 
 
+def summary(results: dict) -> dict:
+  """The one-line JSON an experiment script prints: source, steps, image-mean metrics per split."""
+  return {"data_source": results["data_source"], "steps": results["steps"],
+          **{split: results[split]["image_mean"] for split in ("validation", "test", "train")
+             if split in results}}
+
+
 def warn_synthetic(what: str, detail: str) -> None:
   logging.warning("=" * 72)
   logging.warning("NO %s CONFIGURED.", what)

@@ -1,0 +1,26 @@
+"""The absl plumbing every experiment script shares: --config, --workdir, no stray arguments."""
+
+import os
+from typing import Callable
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+_CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+
+
+def config_and_workdir(config_file: str, help_text: str, workdir_help: str = "Output directory."):
+  """Defines --config (default configs/<config_file>) and a required --workdir."""
+  config = config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, config_file), help_text)
+  workdir = flags.DEFINE_string("workdir", None, workdir_help, required=True)
+  return config, workdir
+
+
+def run(main: Callable[[], None]) -> None:
+  """app.run(main) that rejects positional arguments (usually a mistyped flag)."""
+  def _main(argv):
+    if len(argv) > 1:
+      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    main()
+  app.run(_main)
