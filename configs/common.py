@@ -18,7 +18,7 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """Adds seed, workers, beta0, network, inner, outer and schedule with their defaults."""
   config.seed = 0
   config.num_workers = -1          # render worker processes; -1 = one per core
-  config.beta0 = []                # starting beta; empty = the layout's default
+  config.beta0 = ()                # starting beta (a tuple, so --config.beta0="(...)" works); empty = the layout's default
   config.network = as_config(network.NetworkConfig())
   config.inner = as_config(unroll.InnerConfig())
   config.outer = as_config(outer.OuterConfig())

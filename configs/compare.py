@@ -33,11 +33,15 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.base = _BASES[task].get_config("smoke" if smoke else "cpu")
   config.seeds = [0] if smoke else [0, 1, 2]
   config.ablation = ml_collections.ConfigDict({"num_betas": 0, "seed": 1234})
+  # Basic Random Search pays 2m + 1 trainings per step: its own m (V1: Gaussian directions),
+  # not hybrid gradient's (whose m costs renders only).
+  config.base.random_search = ml_collections.ConfigDict(
+      {"num_perturbations": min(4, config.base.outer.num_perturbations), "directions": "gaussian"})
   if task == "mbii":
     config.methods = ["hybrid", "random_search", "evolution", "fixed"]
     config.base.evolution = common.as_config(EvolutionConfig())
     # Shape Evolution evaluates as many candidates as random search evaluates directions.
-    config.base.evolution.candidates = 2 * config.base.outer.num_perturbations + 1
+    config.base.evolution.candidates = 2 * config.base.random_search.num_perturbations + 1
     if smoke:
       config.base.evolution.update(initial_population=4, max_population=8, survivors=1)
     else:

@@ -34,9 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
 
   if variant in ("cpu", "fixed"):
     config.inner.update(optimizer="adam", learning_rate=1e-3, lr_decay_steps=-1)
-    config.outer.update(num_perturbations=4, learning_rate=0.04)
+    # m = dim(beta) orthogonal directions: no projection noise (BUILD_NOTES, issue 4).
+    config.outer.update(num_perturbations=29, directions="orthogonal", learning_rate=0.04)
     config.schedule.update(warmup_steps=200, outer_steps=100, train_steps_per_outer=2,
-                           final_steps=500, checkpoint_every=25, eval_every=10)
+                           final_steps=400, checkpoint_every=25, eval_every=10)
   if variant == "fixed":
     # Same network, samples and inner training (cosine lr decay over its own
     # length), beta never moves; as many plain steps as fit in the cpu run's
@@ -52,7 +53,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.data.resolution = config.csg.resolution = 128
     config.network = common.as_config(network.paper_network())
     config.inner.update(steps=16, batch_size=16)
-    config.outer.update(num_perturbations=8)
+    config.outer.update(num_perturbations=29, directions="orthogonal")
     config.schedule.update(warmup_steps=2000, outer_steps=1000, train_steps_per_outer=2,
                            checkpoint_every=100, eval_every=100)
   return config

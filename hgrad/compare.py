@@ -61,9 +61,11 @@ def method_config(base, method: str, seed: int, beta0=None, layout=mbii.CSG_LAYO
   if method == "random_beta" and beta0 is None:
     beta0 = np.random.default_rng([seed, 99]).uniform(layout.low, layout.high)
   if beta0 is not None:
-    config.beta0 = [float(b) for b in beta0]
+    config.beta0 = tuple(float(b) for b in beta0)
   if method == "random_search":
     config.outer.estimator = "random_search"
+    if "random_search" in config:
+      config.outer.update(config.random_search)
   elif method in ("fixed", "random_beta"):
     config.schedule.freeze_beta = True
   elif method not in ("hybrid", "evolution"):

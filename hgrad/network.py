@@ -1,10 +1,11 @@
 """Stacked hourglass network (Newell et al. 2016) for surface normals and depth.
 
-Every 3x3 convolution is written as im2col + one matmul (`Conv`). On XLA:CPU
-`lax.conv_general_dilated` was 5-8x slower than this for a training step at
-64x64 and 16-32 channels, and the unroll's second-order pass (the VJP of SGD
-steps with respect to the data) is made of the same matmuls and pad/slice ops,
-so it stays near the 3-4x a second-order pass should cost (BUILD_NOTES.md).
+Every 3x3 convolution goes through `conv2d`, a custom-VJP pair whose
+derivatives of every order are again HWIO forward convolutions or
+`weight_grad`. JAX's own transpose rule emits HWOI kernels, which XLA:CPU runs
+~30x slower; avoiding them keeps the unroll's second-order pass (the VJP of
+SGD steps with respect to the data) near the 3-4x of a plain step that it
+should cost (BUILD_NOTES.md, "The engine").
 
 No batch normalization: its statistics would couple the samples of a batch in
 the unrolled second-order pass and cost more there than the convolutions;

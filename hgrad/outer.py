@@ -48,6 +48,7 @@ class OuterConfig:
   sigma: float = 0.05              # std of the directions, in unit-box units
   learning_rate: float = 0.02      # step on u
   estimator: str = "hybrid"        # a key of estimator.ESTIMATORS ("hybrid", "random_search")
+  directions: str = "gaussian"     # or "orthogonal": no projection noise at m = dim(beta)
   optimizer: str = "rmsprop"       # "rmsprop" (the paper) or "sgd" (Basic Random Search V1)
   rmsprop_decay: float = 0.9
   rmsprop_eps: float = 1e-8
@@ -59,6 +60,9 @@ class OuterConfig:
                        f"got {self.estimator!r}")
     if not 0.0 <= self.momentum < 1.0:
       raise ValueError(f"OuterConfig.momentum must be in [0, 1), got {self.momentum}")
+    if self.directions not in estimator.DIRECTIONS:
+      raise ValueError(f"OuterConfig.directions must be one of {estimator.DIRECTIONS}, "
+                       f"got {self.directions!r}")
     if self.optimizer not in ("rmsprop", "sgd"):
       raise ValueError(f"OuterConfig.optimizer must be 'rmsprop' or 'sgd', got {self.optimizer!r}")
     if self.num_perturbations < 1:
@@ -172,20 +176,25 @@ class HybridGradient:
     batches = shard_axis(unroll.split_steps(data, self.inner.steps), 1, self.mesh)
     return unroll.unroll(self._loss_fn, self.inner_optimizer, inner_state, batches, remat=remat)
 
+  def generate_unit(self, u: jax.Array, key: jax.Array):
+    """The n training samples of one outer step at unit-box coordinates u."""
+    return self._generate_batch(self.from_unit(u), key)
+
+  def loss_of_data(self, inner_state: unroll.InnerState) -> Callable[[Any], Any]:
+    """data -> (L after K steps from `inner_state` on data, (trained state, train losses))."""
+    def loss(data):
+      trained, train_losses = self.train_inner(inner_state, data, remat=self.inner.remat)
+      return self.eval_loss(trained.params), (trained, train_losses)
+    return loss
+
   def _outer_step(self, state: OuterState, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
     u = self.to_unit(state.beta)
-
-    def generate_unit(u, data_key):
-      return self._generate_batch(self.from_unit(u), data_key)
-
-    def loss_of_data(data):
-      trained, train_losses = self.train_inner(state.inner, data, remat=self.inner.remat)
-      return self.eval_loss(trained.params), (trained, train_losses)
-
     (value, (trained, train_losses)), grad = estimator.ESTIMATORS[self.outer.estimator](
-        generate_unit, loss_of_data, u, key, num_perturbations=self.outer.num_perturbations,
-        sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh))
+        self.generate_unit, self.loss_of_data(state.inner), u, key,
+        num_perturbations=self.outer.num_perturbations,
+        sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh),
+        directions=self.outer.directions)
     updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, u)
     new_u = jnp.clip(optax.apply_updates(u, updates), 0.0, 1.0)
     grad_norm = jnp.linalg.norm(grad)

@@ -93,10 +93,16 @@ def test_evaluate_script(smoke_run):
 
 
 def test_synthetic_default_runs_and_says_so(tmp_path):
+  """Also: beta0 and orthogonal directions set from the command line reach the run."""
+  from hgrad.csg import CSG_LAYOUT
+  beta0 = CSG_LAYOUT.default.astype(float)
+  beta0[CSG_LAYOUT.index("p_sphere")] = 0.7
   env_free = {k: v for k, v in os.environ.items() if k != "HGRAD_MBII_DIR"}
   result = subprocess.run([sys.executable, "-m", "experiments.mbii", *SMOKE,
                            f"--workdir={tmp_path}", "--config.schedule.outer_steps=1",
-                           "--config.schedule.warmup_steps=0"],
+                           "--config.schedule.warmup_steps=0",
+                           "--config.outer.directions=orthogonal",
+                           f"--config.beta0=({','.join(f'{b:.6f}' for b in beta0)})"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env_free)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "SYNTHETIC" in result.stderr
@@ -104,6 +110,7 @@ def test_synthetic_default_runs_and_says_so(tmp_path):
     results = json.load(f)
   assert results["data_source"] == "synthetic"
   assert results["synthetic"]["unit_distance_final"] > 0
+  assert results["beta0"]["p_sphere"] == pytest.approx(0.7)
 
 
 def test_bad_config_value_is_named(tmp_path):

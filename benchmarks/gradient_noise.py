@@ -1,0 +1,126 @@
+"""Where the noise of the hybrid-gradient estimate comes from, on the MIT-Berkeley task.
+
+For a trained network (a run's latest checkpoint) and a fixed beta, draws
+`--keys` independent outer-step sample sets, each with m = `--num_perturbations`
+antithetic directions, and compares:
+
+  halves     cosine of the estimates from the first and the second half of the
+             directions on the *same* samples: low means projection noise
+             (too few directions m for dim(beta));
+  cross_key  mean cosine between estimates on *different* samples: the part of
+             the gradient that the next outer step would agree with;
+  |s| tail   max |s_j| / median |s_j|: a few huge directional terms mean that
+             discrete choices flipping under beta +- delta dominate.
+
+Each comparison is made for directions over all of beta, over its discrete
+probabilities only (`p_*`), and over its continuous dimensions only; the
+estimate for a block is unbiased for that block of the gradient.
+
+  python -m benchmarks.gradient_noise --workdir=runs/cpu \\
+      --config.data.dir=../shared/data/mit-berkeley/train [--keys=4 --num_perturbations=24]
+  python -m benchmarks.gradient_noise ... --directions=orthogonal --num_perturbations=58 --blocks=all
+
+Prints a table and, as its last line, JSON with the numbers per block.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from hgrad import estimator
+from hgrad import mbii
+from hgrad.checkpoint import Checkpointer
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
+    "MIT-Berkeley config (its network and inner training must match the run's).")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run whose latest checkpoint gives the network "
+                               "(empty: the untrained initial network).")
+_AT = flags.DEFINE_enum("at", "beta0", ["beta0", "run"], "Estimate at beta0 or at the run's beta.")
+_KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")
+_M = flags.DEFINE_integer("num_perturbations", 24, "Directions per sample set (even).")
+_DIRECTIONS = flags.DEFINE_enum("directions", "gaussian", ["gaussian", "orthogonal"],
+                                "Direction draws (orthogonal: use m = 2 * dim(beta)).")
+_BLOCKS = flags.DEFINE_list("blocks", ["all", "discrete", "continuous"], "Blocks to measure.")
+
+
+def _cosine(a, b) -> float:
+  return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
+
+
+def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
+  """Halves, cross-key and tail statistics of K sets of (s_j, delta_j)."""
+  num_keys, m = s_KxM.shape
+  combine = lambda s, d: np.tensordot(s, d, axes=1) / (len(s) * sigma ** 2)  # noqa: E731
+  grads = np.stack([combine(s, d) for s, d in zip(s_KxM, deltas_KxMxD)])
+  half = m // 2
+  halves = [_cosine(combine(s[:half], d[:half]), combine(s[half:], d[half:]))
+            for s, d in zip(s_KxM, deltas_KxMxD)]
+  cross = [_cosine(grads[a], grads[b]) for a in range(num_keys) for b in range(a + 1, num_keys)]
+  abs_s = np.abs(s_KxM)
+  return {"halves_cosine": float(np.mean(halves)), "cross_key_cosine": float(np.mean(cross)),
+          "grad_norm": float(np.mean(np.linalg.norm(grads, axis=1))),
+          "mean_grad_norm": float(np.linalg.norm(grads.mean(0))),
+          "s_median": float(np.median(abs_s)), "s_tail": float(abs_s.max() / np.median(abs_s))}
+
+
+def main(argv):
+  del argv
+  if _M.value < 2 or _M.value % 2:
+    raise app.UsageError(f"--num_perturbations must be even and >= 2, got {_M.value}")
+  task, _ = mbii.build(_CONFIG.value)
+  hg, layout = task.hg, task.generator.layout
+  state = hg.init(task.beta0, task.params0)
+  if _WORKDIR.value:
+    checkpointer = Checkpointer(_WORKDIR.value)
+    state, _ = checkpointer.restore(state)
+    checkpointer.close()
+  beta = task.beta0 if _AT.value == "beta0" else np.asarray(state.beta)
+  u = hg.to_unit(jnp.asarray(beta))
+  sigma = hg.outer.sigma
+  discrete = np.array([name.startswith("p_") for name in layout.names], np.float32)
+  masks = {"all": np.ones(layout.dim, np.float32), "discrete": discrete,
+           "continuous": 1.0 - discrete}
+
+  @jax.jit
+  def raw_terms(key, mask):
+    _, s_m, deltas = estimator.directional_derivatives(
+        hg.generate_unit, hg.loss_of_data(state.inner), u, key, num_perturbations=_M.value,
+        sigma=sigma, has_aux=True, direction_mask=mask, directions=_DIRECTIONS.value)
+    return s_m, deltas
+
+  results = {}
+  start = time.perf_counter()
+  unknown = set(_BLOCKS.value) - set(masks)
+  if unknown:
+    raise app.UsageError(f"unknown --blocks {sorted(unknown)}; choose from {sorted(masks)}")
+  for name in _BLOCKS.value:
+    mask = masks[name]
+    terms = [jax.device_get(raw_terms(jax.random.key(1000 + k), jnp.asarray(mask)))
+             for k in range(_KEYS.value)]
+    results[name] = block_stats(np.stack([t[0] for t in terms]), np.stack([t[1] for t in terms]),
+                                sigma)
+    results[name]["dims"] = int(mask.sum())
+  task.generator.close()
+  print(f"{'block':<11} {'dims':>4} {'halves cos':>10} {'cross-key cos':>13} "
+        f"{'|mean g|/mean|g|':>16} {'max|s|/med|s|':>13}")
+  for name, r in results.items():
+    print(f"{name:<11} {r['dims']:>4} {r['halves_cosine']:>10.3f} {r['cross_key_cosine']:>13.3f} "
+          f"{r['mean_grad_norm'] / r['grad_norm']:>16.3f} {r['s_tail']:>13.1f}")
+  print(f"(pure noise: cross-key cos ~ 0 and |mean g|/mean|g| ~ 1/sqrt(keys) = "
+        f"{1 / np.sqrt(_KEYS.value):.3f})")
+  print(json.dumps({"num_perturbations": _M.value, "directions": _DIRECTIONS.value,
+                    "keys": _KEYS.value, "sigma": sigma,
+                    "at": _AT.value, "workdir": _WORKDIR.value, "blocks": results,
+                    "seconds": round(time.perf_counter() - start, 1)}))
+
+
+if __name__ == "__main__":
+  app.run(main)
