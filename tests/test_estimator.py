@@ -33,6 +33,15 @@ def _exact(generate, beta, key):
   return jax.grad(lambda b: _loss_of_data(generate(b, data_key)))(beta)
 
 
+def _assert_unbiased(estimate_KxD, exact_KxD) -> np.ndarray:
+  """Mean error over K keys is zero within 5 standard errors of its own spread."""
+  error = np.asarray(estimate_KxD) - np.asarray(exact_KxD)
+  standard_error = error.std(axis=0) / np.sqrt(len(error))
+  assert np.all(np.abs(error.mean(axis=0)) < 5 * standard_error + 1e-6), (
+      error.mean(axis=0), standard_error)
+  return standard_error
+
+
 @pytest.mark.parametrize("m", [1, 3])
 def test_linear_generator_is_unbiased(m):
   generate = _linear_generator()
@@ -41,11 +50,7 @@ def test_linear_generator_is_unbiased(m):
   estimate = jax.jit(jax.vmap(lambda k: hgrad.hybrid_grad(
       generate, _loss_of_data, beta, k, num_perturbations=m, sigma=0.1)))(keys)
   exact = jax.vmap(lambda k: _exact(generate, beta, k))(keys)
-  error = np.asarray(estimate - exact)
-  # The mean error is zero within 5 standard errors of its own spread.
-  standard_error = error.std(axis=0) / np.sqrt(len(keys))
-  assert np.all(np.abs(error.mean(axis=0)) < 5 * standard_error + 1e-6), (
-      error.mean(axis=0), standard_error)
+  standard_error = _assert_unbiased(estimate, exact)
   # And the mean estimate equals jax.grad of the composite averaged over the data.
   np.testing.assert_allclose(estimate.mean(0), exact.mean(0),
                              atol=float(5 * standard_error.max()) + 1e-6)
@@ -80,10 +85,7 @@ def test_orthogonal_directions_below_d_are_unbiased():
   estimate = jax.jit(jax.vmap(lambda k: hgrad.hybrid_grad(
       generate, _loss_of_data, beta, k, num_perturbations=2, sigma=0.1,
       directions="orthogonal")))(keys)
-  error = np.asarray(estimate - jax.vmap(lambda k: _exact(generate, beta, k))(keys))
-  standard_error = error.std(axis=0) / np.sqrt(len(keys))
-  assert np.all(np.abs(error.mean(axis=0)) < 5 * standard_error + 1e-6), (
-      error.mean(axis=0), standard_error)
+  _assert_unbiased(estimate, jax.vmap(lambda k: _exact(generate, beta, k))(keys))
 
 
 def test_direction_mask_estimates_its_block_of_the_gradient():
@@ -101,10 +103,7 @@ def test_direction_mask_estimates_its_block_of_the_gradient():
   estimate = np.asarray(jax.jit(jax.vmap(masked_grad))(keys))
   exact = np.asarray(jax.vmap(lambda k: _exact(generate, beta, k))(keys)) * np.asarray(mask)
   assert np.all(estimate[:, np.asarray(mask) == 0] == 0.0)
-  error = estimate - exact
-  standard_error = error.std(axis=0) / np.sqrt(len(keys))
-  assert np.all(np.abs(error.mean(axis=0)) < 5 * standard_error + 1e-6), (
-      error.mean(axis=0), standard_error)
+  _assert_unbiased(estimate, exact)
 
 
 def test_linear_generator_many_directions_matches_grad_per_key():
