@@ -7,7 +7,7 @@ import sys
 
 from PIL import Image
 
-from conftest import REPO_ROOT
+from conftest import REPO_ROOT, mbii_train_dir
 
 
 def _run(*args, timeout=300):
@@ -36,3 +36,14 @@ def test_render_benchmark_prints_json():
   out = _run("benchmarks.render", "--batch=16", "--num_batches=1", "--num_workers=0")
   figures = json.loads(out.strip().splitlines()[-1])
   assert figures["resolution"] == 64 and figures["samples_per_s"] > 0
+
+
+def test_gradient_noise_benchmark_prints_json():
+  out = _run("benchmarks.gradient_noise", "--config=configs/mbii.py:smoke",
+             f"--config.data.dir={mbii_train_dir()}", "--keys=2", "--num_perturbations=2",
+             "--directions=orthogonal")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert set(figures["blocks"]) == {"all", "discrete", "continuous"}
+  assert figures["blocks"]["discrete"]["dims"] == 7 and figures["blocks"]["all"]["dims"] == 29
+  for block in figures["blocks"].values():
+    assert -1.0 <= block["cross_key_cosine"] <= 1.0 and block["grad_norm"] > 0
