@@ -58,7 +58,7 @@ def _cosine(a, b) -> float:
 def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
   """Halves, cross-key and tail statistics of K sets of (s_j, delta_j)."""
   num_keys, m = s_KxM.shape
-  combine = lambda s, d: np.tensordot(s, d, axes=1) / (len(s) * sigma ** 2)  # noqa: E731
+  combine = lambda s, d: np.asarray(estimator.combine(s, d, sigma))  # noqa: E731
   grads = np.stack([combine(s, d) for s, d in zip(s_KxM, deltas_KxMxD)])
   half = m // 2
   halves = [_cosine(combine(s[:half], d[:half]), combine(s[half:], d[half:]))
@@ -75,6 +75,10 @@ def main(argv):
   del argv
   if _M.value < 2 or _M.value % 2:
     raise app.UsageError(f"--num_perturbations must be even and >= 2, got {_M.value}")
+  blocks = ("all", "discrete", "continuous")
+  unknown = set(_BLOCKS.value) - set(blocks)
+  if unknown:
+    raise app.UsageError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
   task, _ = mbii.build(_CONFIG.value)
   hg, layout = task.hg, task.generator.layout
   state = hg.init(task.beta0, task.params0)
@@ -98,9 +102,6 @@ def main(argv):
 
   results = {}
   start = time.perf_counter()
-  unknown = set(_BLOCKS.value) - set(masks)
-  if unknown:
-    raise app.UsageError(f"unknown --blocks {sorted(unknown)}; choose from {sorted(masks)}")
   for name in _BLOCKS.value:
     mask = masks[name]
     terms = [jax.device_get(raw_terms(jax.random.key(1000 + k), jnp.asarray(mask)))

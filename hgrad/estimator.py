@@ -153,9 +153,8 @@ def random_search_value_and_grad(generate: Callable[[jax.Array, jax.Array], Any]
   deltas, data = _perturbed_data(generate, beta, key, m, sigma, shard, directions=directions)
   outputs = jax.vmap(loss_of_data)(data)
   values = outputs[0] if has_aux else outputs
-  grad = jnp.tensordot(values[1:m + 1] - values[m + 1:], deltas, axes=1) / (2 * m * sigma ** 2)
   value = jax.tree.map(lambda a: a[0], outputs)
-  return value, grad
+  return value, combine((values[1:m + 1] - values[m + 1:]) / 2.0, deltas, sigma)
 
 
 ESTIMATORS = {"hybrid": hybrid_value_and_grad, "random_search": random_search_value_and_grad}
