@@ -1,4 +1,4 @@
-"""Where the noise of the hybrid-gradient estimate comes from, on the MIT-Berkeley task.
+"""Where the noise of the hybrid-gradient estimate comes from, on any registered task.
 
 For a trained network (a run's latest checkpoint) and a fixed beta, draws
 `--keys` independent outer-step sample sets, each with m = `--num_perturbations`
@@ -13,12 +13,14 @@ antithetic directions, and compares:
              discrete choices flipping under beta +- delta dominate.
 
 Each comparison is made for directions over all of beta, over its discrete
-probabilities only (`p_*`), and over its continuous dimensions only; the
-estimate for a block is unbiased for that block of the gradient.
+rule probabilities / mixture weights only (`p_*`, `*weight*`), and over its
+continuous dimensions only; the estimate for a block is unbiased for that
+block of the gradient. The task is the config's (`config.task`: mbii, nyu, face).
 
   python -m benchmarks.gradient_noise --workdir=runs/cpu \\
       --config.data.dir=../shared/data/mit-berkeley/train [--keys=4 --num_perturbations=24]
   python -m benchmarks.gradient_noise ... --directions=orthogonal --num_perturbations=58 --blocks=all
+  python -m benchmarks.gradient_noise --config=configs/nyu.py:smoke --keys=2 --num_perturbations=2
 
 Prints a table and, as its last line, JSON with the numbers per block.
 """
@@ -34,13 +36,13 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from hgrad import estimator
-from hgrad import mbii
-from hgrad.checkpoint import Checkpointer
+from hgrad.core import estimator
+from hgrad.tasks import registry
+from hgrad.core.checkpoint import Checkpointer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
-    "MIT-Berkeley config (its network and inner training must match the run's).")
+    "Task config (its network and inner training must match the run's).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run whose latest checkpoint gives the network "
                                "(empty: the untrained initial network).")
 _AT = flags.DEFINE_enum("at", "beta0", ["beta0", "run"], "Estimate at beta0 or at the run's beta.")
@@ -79,17 +81,17 @@ def main(argv):
   unknown = set(_BLOCKS.value) - set(blocks)
   if unknown:
     raise app.UsageError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
-  task, _ = mbii.build(_CONFIG.value)
-  hg, layout = task.hg, task.generator.layout
+  task, _ = registry.get(_CONFIG.value.get("task", "mbii")).build(_CONFIG.value)
+  hg, layout = task.hg, task.hg.layout
   state = hg.init(task.beta0, task.params0)
   if _WORKDIR.value:
     checkpointer = Checkpointer(_WORKDIR.value)
     state, _ = checkpointer.restore(state)
     checkpointer.close()
-  beta = task.beta0 if _AT.value == "beta0" else np.asarray(state.beta)
-  u = hg.to_unit(jnp.asarray(beta))
+  u = hg.init(task.beta0, task.params0).u if _AT.value == "beta0" else state.u
   sigma = hg.outer.sigma
-  discrete = np.array([name.startswith("p_") for name in layout.names], np.float32)
+  discrete = np.array([s.name.startswith("p_") or s.doc.startswith("weight") or "weight of" in s.doc
+                       for s in layout.specs], np.float32)
   masks = {"all": np.ones(layout.dim, np.float32), "discrete": discrete,
            "continuous": 1.0 - discrete}
 

@@ -17,8 +17,8 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from hgrad.csg import CSGConfig
-from hgrad.csg_host import csg_generator
+from hgrad.generators.csg import CSGConfig
+from hgrad.generators.csg_host import csg_generator
 
 _RESOLUTION = flags.DEFINE_integer("resolution", 64, "Image size (square).")
 _BATCH = flags.DEFINE_integer("batch", 256, "Samples per host call (n seeds x 2m betas).")

@@ -1,6 +1,6 @@
 """Cost of differentiating through training: unroll_overhead = (b) / (a).
 
-  (a) K plain SGD steps of the default network (one jitted lax.scan);
+  (a) K plain inner steps of the default network (one jitted lax.scan);
   (b) value and gradient of L = l_eval(train(w0, X), X_real) with respect to X
       through the same K-step unroll.
 
@@ -18,10 +18,10 @@ import numpy as np
 from absl import app
 from absl import flags
 
-from hgrad import losses
-from hgrad import network
-from hgrad import unroll
-from hgrad.sample import Sample
+from hgrad.tasks import losses
+from hgrad.tasks import network
+from hgrad.core import unroll
+from hgrad.generators.sample import Sample
 
 _RESOLUTION = flags.DEFINE_integer("resolution", 64, "Image size (square).")
 _WIDTH = flags.DEFINE_integer("width", network.NetworkConfig.width, "Network width.")
@@ -64,7 +64,7 @@ def main(argv):
   params = network.init_params(net, jax.random.key(0), res)
   optimizer = unroll.inner_optimizer(inner)
   state = unroll.InnerState(params, optimizer.init(params))
-  loss_fn = unroll.network_loss(net, inner)
+  loss_fn = losses.train_loss_fn(net, losses.LossConfig())
   batches = random_samples(jax.random.key(1), (inner.steps, inner.batch_size), res)
   real = random_samples(jax.random.key(2), (_NUM_REAL.value,), res)
 
@@ -80,7 +80,7 @@ def main(argv):
   num_params = sum(x.size for x in jax.tree.leaves(params))
   print(f"network width={net.width} stacks={net.stacks} depth={net.depth} ({num_params} params), "
         f"{res}x{res}, K={inner.steps}, B={inner.batch_size}, remat={inner.remat}")
-  print(f"  (a) K plain SGD steps:        {t_plain:.3f} s  ({1e3 * t_plain / inner.steps:.1f} ms/step)")
+  print(f"  (a) K plain inner steps:        {t_plain:.3f} s  ({1e3 * t_plain / inner.steps:.1f} ms/step)")
   print(f"  (b) value+grad of L wrt X:    {t_vjp:.3f} s")
   print(json.dumps({
       "unroll_overhead": round(t_vjp / t_plain, 2),

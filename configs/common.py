@@ -1,28 +1,44 @@
-"""Pieces every experiment config shares (training, schedule, variants' sizes)."""
+"""The training block every task config writes out (numbers here, not in dataclass defaults).
+
+Every field below is checked against its dataclass when the run starts
+(`hgrad.core.config.to_dataclass`): a typo'd override fails with the field's name.
+"""
 
 import dataclasses
 
 import ml_collections
 
-from hgrad import experiment
-from hgrad import network
-from hgrad import outer
-from hgrad import unroll
-
 
 def as_config(instance) -> ml_collections.ConfigDict:
+  """A dataclass's fields as a ConfigDict (generator and data settings, documented beside them)."""
   return ml_collections.ConfigDict(dataclasses.asdict(instance))
 
 
 def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Adds seed, workers, beta0, network, inner, outer and schedule with their defaults."""
+  """seed, workers, beta0, network, loss, inner, outer and schedule: the base every variant edits."""
   config.seed = 0
   config.num_workers = -1          # render worker processes; -1 = one per core
   config.beta0 = ()                # starting beta (a tuple, so --config.beta0="(...)" works); empty = the layout's default
-  config.network = as_config(network.NetworkConfig())
-  config.inner = as_config(unroll.InnerConfig())
-  config.outer = as_config(outer.OuterConfig())
-  config.schedule = as_config(experiment.Schedule())
+  # Stacked hourglass (hgrad.tasks.network): 241,928 parameters at 1 input channel.
+  config.network = ml_collections.ConfigDict(dict(
+      width=24, stacks=2, depth=3, blocks=1, in_channels=1, residual_init_scale=0.1))
+  # What the network is trained on (hgrad.tasks.losses.LossConfig).
+  config.loss = ml_collections.ConfigDict(dict(
+      normal_weight=1.0, depth_weight=0.0, depth_loss="scale_invariant"))
+  # K inner steps of B samples (SGD with momentum 0.9 here; the cpu variants use Adam).
+  config.inner = ml_collections.ConfigDict(dict(
+      steps=8, batch_size=8, optimizer="sgd", learning_rate=0.02, lr_decay_steps=0,
+      lr_final_fraction=0.1, momentum=0.9, nesterov=False, remat=True))
+  # Hybrid gradient on unit-box coordinates: m antithetic pairs, RMSprop.
+  config.outer = ml_collections.ConfigDict(dict(
+      num_perturbations=4, sigma=0.05, learning_rate=0.02, estimator="hybrid",
+      directions="gaussian", optimizer="rmsprop", rmsprop_decay=0.9, rmsprop_eps=1e-8,
+      momentum=0.0))
+  # Global steps (hgrad.core.loop.Schedule): warm-up, outer steps (each followed by
+  # train_steps_per_outer plain steps), final plain steps.
+  config.schedule = ml_collections.ConfigDict(dict(
+      warmup_steps=0, outer_steps=10, train_steps_per_outer=0, final_steps=0,
+      checkpoint_every=10, eval_every=10, time_budget_s=0.0, freeze_beta=False, kill_at_step=-1))
   return config
 
 

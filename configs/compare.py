@@ -16,7 +16,7 @@ from configs import common
 from configs import face as face_configs
 from configs import mbii as mbii_configs
 from configs import nyu as nyu_configs
-from hgrad.evolution import EvolutionConfig
+from hgrad.baselines.evolution import EvolutionConfig
 
 _BASES = {"mbii": mbii_configs, "nyu": nyu_configs, "face": face_configs}
 

@@ -8,7 +8,7 @@ import dataclasses
 
 import ml_collections
 
-from hgrad.csg import CSGConfig
+from hgrad.generators.csg import CSGConfig
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:

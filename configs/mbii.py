@@ -15,10 +15,7 @@ Variants:
 import ml_collections
 
 from configs import common
-from hgrad import network
-from hgrad.csg import CSGConfig
-from hgrad.data.mbii import MBIIConfig
-from hgrad.mbii import SyntheticConfig
+from hgrad.tasks.mbii_data import MIT_TRAIN
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -26,13 +23,22 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant not in ("smoke", "cpu", "paper", "fixed"):
     raise ValueError(f"unknown mbii variant {variant!r}: use smoke, cpu, paper or fixed")
   config = common.training(ml_collections.ConfigDict())
+  config.task = "mbii"
   config.variant = variant
-  config.data = common.as_config(MBIIConfig())
-  config.data.objects = list(config.data.objects)
-  config.synthetic = common.as_config(SyntheticConfig())
-  config.csg = common.as_config(CSGConfig())
+  # The real images: SIRFS layout; "" = $HGRAD_MBII_DIR, else the synthetic target below.
+  config.data = ml_collections.ConfigDict(dict(
+      dir="", test_dir="", resolution=64, fill=0.9, objects=list(MIT_TRAIN)))
+  # Without data: 16 renders of a hidden beta* under a narrower light cone and more ambient.
+  config.synthetic = ml_collections.ConfigDict(dict(
+      num_images=16, seed=1_000_000_007, light_max_angle_deg=35.0, ambient_low=0.15,
+      ambient_high=0.25))
+  # The 29-d CSG grammar and its renders (docs/design.md §3).
+  config.csg = ml_collections.ConfigDict(dict(
+      resolution=64, max_depth=3, sphere_segments=32, cone_segments=32, sharp_angle_deg=45.0,
+      min_size=0.05, fill=0.9, light_max_angle_deg=60.0, ambient_low=0.0, ambient_high=0.3))
 
   if variant in ("cpu", "fixed"):
+    # K = 8 inner Adam steps of B = 8 samples; lr cosine-decays to 10% over the whole run.
     config.inner.update(optimizer="adam", learning_rate=1e-3, lr_decay_steps=-1)
     # m = dim(beta) orthogonal directions: no projection noise (BUILD_NOTES, issue 4).
     config.outer.update(num_perturbations=29, directions="orthogonal", learning_rate=0.04)
@@ -51,7 +57,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.synthetic.num_images = 4
   if variant == "paper":
     config.data.resolution = config.csg.resolution = 128
-    config.network = common.as_config(network.paper_network())
+    config.network.update(width=128, stacks=4, depth=4)   # network.paper_network()
     config.inner.update(steps=16, batch_size=16)
     config.outer.update(num_perturbations=29, directions="orthogonal")
     config.schedule.update(warmup_steps=2000, outer_steps=1000, train_steps_per_outer=2,

@@ -7,9 +7,7 @@
 import ml_collections
 
 from configs import common
-from hgrad.data import nyu as nyu_data
-from hgrad.nyu import NYUDataConfig
-from hgrad.scenes import SceneConfig
+from hgrad.tasks import nyu_data
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -17,10 +15,16 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   if variant not in ("smoke", "cpu"):
     raise ValueError(f"unknown nyu variant {variant!r}: use smoke or cpu")
   config = common.training(ml_collections.ConfigDict())
+  config.task = "nyu"
   config.variant = variant
-  config.data = common.as_config(NYUDataConfig())
-  # Renders share the evaluation crop's field of view.
-  config.scene = common.as_config(SceneConfig(fov_y_deg=nyu_data.CROP_FOV_Y_DEG))
+  # The labeled file; "" = $HGRAD_NYU_FILE, else a synthetic target (scenes at a hidden beta*).
+  config.data = ml_collections.ConfigDict(dict(
+      file="", splits="", validation=32, test_limit=0, synthetic_images=16,
+      synthetic_seed=77_000_000))
+  # The 108-d scene grammar; renders share the evaluation crop's field of view.
+  config.scene = ml_collections.ConfigDict(dict(
+      height=48, width=64, fov_y_deg=nyu_data.CROP_FOV_Y_DEG, min_objects=3, max_objects=8,
+      ambient=0.25, near=0.05, far=30.0))
   config.inner.update(optimizer="adam", learning_rate=1e-3, lr_decay_steps=-1)
   config.schedule.update(warmup_steps=200, outer_steps=100, train_steps_per_outer=2,
                          final_steps=300, checkpoint_every=25, eval_every=25)

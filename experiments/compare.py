@@ -9,7 +9,7 @@ Writes WORKDIR/table1.md, table2.md, fig4.png and compare.json; every
 import json
 
 from experiments import script
-from hgrad import compare
+from hgrad.baselines import compare
 
 _CONFIG, _WORKDIR = script.config_and_workdir(
     "compare.py", "Comparison config file (ARG: TASK or TASK_smoke, TASK in mbii, nyu, face).")

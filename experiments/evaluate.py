@@ -1,9 +1,13 @@
-"""Evaluate a run's final checkpoint on MIT-Berkeley-layout data.
+"""Evaluate a run's latest checkpoint on data in its task's layout (any registered task).
 
-  python -m experiments.evaluate --workdir=runs/mbii --data_dir=/path/to/MIT-Berkeley [--split=test]
+  python -m experiments.evaluate --workdir=runs/mbii --data=/path/to/MIT-Berkeley --split=test
+  python -m experiments.evaluate --workdir=runs/mbii --data=/path/to/my_scans --split=dir
+  python -m experiments.evaluate --workdir=runs/nyu --data=nyu_depth_v2_labeled.mat --split=test
 
-Writes WORKDIR/eval_<split>.json and WORKDIR/eval_<split>.png (input | ground
-truth | prediction | error) and prints the metrics as JSON on its last line.
+Splits: mbii train | test | all | dir (every object folder under --data);
+nyu and face validation | test (face: --data is a BFM .mat, or empty for the run's model).
+Writes WORKDIR/eval_<split>.json (and eval_<split>.png for mbii) and prints
+the metrics as JSON on its last line.
 """
 
 import json
@@ -11,21 +15,24 @@ import json
 from absl import app
 from absl import flags
 
-from hgrad import evaluate
+from hgrad.tasks import evaluate
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory of experiments.mbii.",
-                               required=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "MIT-Berkeley-layout directory.", required=True)
-_SPLIT = flags.DEFINE_enum("split", "train", ["train", "test", "all"], "Which objects.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory (any task).", required=True)
+_DATA = flags.DEFINE_string("data", "", "The data to score, in the task's layout.")
+_SPLIT = flags.DEFINE_string("split", "train", "Which part of the data (see the module doc).")
+flags.DEFINE_alias("data_dir", "data")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  result = evaluate.evaluate_run(_WORKDIR.value, _DATA_DIR.value, _SPLIT.value)
-  print(json.dumps({"split": result["split"], "checkpoint_step": result["checkpoint_step"],
-                    **result["image_mean"],
-                    "pixel_pooled_mae": result["pixel_pooled"]["mae"]}))
+  result = evaluate.evaluate_run(_WORKDIR.value, _DATA.value, _SPLIT.value)
+  mean = result["image_mean"]
+  line = {"task": result["task"], "split": result["split"],
+          "checkpoint_step": result["checkpoint_step"], **mean}
+  if "pixel_pooled" in result and "mae" in result["pixel_pooled"]:
+    line["pixel_pooled_mae"] = result["pixel_pooled"]["mae"]
+  print(json.dumps(line))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@
 """
 
 from experiments import script
-from hgrad import gallery
+from hgrad.generators import gallery
 
 _CONFIG, _WORKDIR = script.config_and_workdir("gallery.py", "Gallery config file.")
 

@@ -8,16 +8,8 @@ WORKDIR; run it again with the same WORKDIR to resume.
 """
 
 from experiments import script
-from hgrad import mbii
 
-_CONFIG, _WORKDIR = script.config_and_workdir(
-    "mbii.py", "MIT-Berkeley config file (variants: smoke, cpu, paper, fixed).",
-    "Run directory (resumes if it holds a run).")
-
-
-def main():
-  mbii.print_summary(mbii.run(_CONFIG.value, _WORKDIR.value))
-
+main = script.task_script("mbii", "smoke, cpu, paper, fixed")
 
 if __name__ == "__main__":
   script.run(main)

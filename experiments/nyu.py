@@ -3,20 +3,9 @@
   python -m experiments.nyu --workdir=runs/nyu [--config=configs/nyu.py:smoke]
 """
 
-import json
-
 from experiments import script
-from hgrad import nyu
-from hgrad import task
 
-_CONFIG, _WORKDIR = script.config_and_workdir(
-    "nyu.py", "Config file (variants: smoke, cpu).",
-    "Run directory (resumes if it holds a run).")
-
-
-def main():
-  print(json.dumps(task.summary(nyu.run(_CONFIG.value, _WORKDIR.value))))
-
+main = script.task_script("nyu", "smoke, cpu")
 
 if __name__ == "__main__":
   script.run(main)

@@ -1,5 +1,6 @@
 """The absl plumbing every experiment script shares: --config, --workdir, no stray arguments."""
 
+import json
 import os
 from typing import Callable
 
@@ -24,3 +25,15 @@ def run(main: Callable[[], None]) -> None:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     main()
   app.run(_main)
+
+
+def task_script(task_name: str, variants: str) -> Callable[[], None]:
+  """--config / --workdir for a registered task, and a main that runs it and prints its summary."""
+  from hgrad.tasks import registry
+  task = registry.get(task_name)
+  config, workdir = config_and_workdir(task.CONFIG_FILE, f"Config file (variants: {variants}).",
+                                       "Run directory (resumes if it holds a run).")
+
+  def main():
+    print(json.dumps(task.summary(task.run(config.value, workdir.value))))
+  return main

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from hgrad.sample import Sample
+from hgrad.generators.sample import Sample
 
 
 def normals_rgb(normals_HxWx3: np.ndarray, mask_HxW: np.ndarray) -> np.ndarray:

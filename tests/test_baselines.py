@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import trimesh
 
-from hgrad import csg
-from hgrad import estimator
-from hgrad import evolution
+from hgrad.generators import csg
+from hgrad.core import estimator
+from hgrad.baselines import evolution
 
 
 def test_random_search_points_downhill_on_a_quadratic():

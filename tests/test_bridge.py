@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hgrad import render
-from hgrad.bridge import seed_from_key
-from hgrad.csg import CSGConfig
-from hgrad.csg_host import CSGHost, csg_generator
-from hgrad.pool import RenderPool
+from hgrad.generators import raster
+from hgrad.core.bridge import seed_from_key
+from hgrad.generators.csg import CSGConfig
+from hgrad.generators.csg_host import CSGHost, csg_generator
+from hgrad.core.pool import RenderPool
 
 
 def _nested(generator):
@@ -68,14 +68,14 @@ def test_generate_rejects_bad_beta(csg_gen):
 def test_pool_reports_value_errors_and_bad_platform(monkeypatch):
   pool = RenderPool(CSGHost, CSGConfig(resolution=16), 1)
   try:
-    with pytest.raises(ValueError, match="NaN"):
-      pool.render_batch(np.full((1, 29), np.nan, np.float32), np.zeros(1, np.uint32))
+    with pytest.raises(ValueError, match="1 betas but 2 seeds"):     # raised in the worker
+      pool.render_batch(CSGHost.layout.default[None], np.zeros((1, 2), np.uint32))
     sample, stats = pool.render_batch(CSGHost.layout.default[None], np.zeros(1, np.uint32))
     assert sample.image.shape == (1, 16, 16, 1) and stats["samples"] == 1
   finally:
     pool.close()
   monkeypatch.setenv("PYOPENGL_PLATFORM", "bogus")
-  with pytest.raises(render.RenderError, match="'egl' or 'osmesa'"):
+  with pytest.raises(raster.RenderError, match="'egl' or 'osmesa'"):
     RenderPool(CSGHost, CSGConfig(resolution=16), 1).render_batch(
         CSGHost.layout.default[None], np.zeros(1, np.uint32))
 
@@ -84,15 +84,15 @@ def test_no_egl_falls_back_to_osmesa_or_names_both():
   """With EGL broken, workers either render through OSMesa or the error names both."""
   code = """
 import numpy as np
-from hgrad import render
-from hgrad.csg import CSGConfig
-from hgrad.csg_host import CSGHost
-from hgrad.pool import RenderPool
+from hgrad.generators import raster
+from hgrad.generators.csg import CSGConfig
+from hgrad.generators.csg_host import CSGHost
+from hgrad.core.pool import RenderPool
 pool = RenderPool(CSGHost, CSGConfig(resolution=16), 1)
 try:
   pool.render_batch(CSGHost.layout.default[None], np.zeros(1, np.uint32))
   print("RENDERED")
-except render.RenderError as e:
+except raster.RenderError as e:
   print("ERROR", e)
 pool.close()
 """

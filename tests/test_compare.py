@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from conftest import REPO_ROOT, mbii_train_dir
-from hgrad import compare
+from hgrad.baselines import compare
 
 
 def test_compare_smoke_writes_all_files_with_a_row_per_method(tmp_path):

@@ -5,8 +5,8 @@ import dataclasses
 import numpy as np
 import pytest
 
-from hgrad import csg
-from hgrad.config_util import to_dataclass
+from hgrad.generators import csg
+from hgrad.core.config import to_dataclass
 
 LAYOUT = csg.CSG_LAYOUT
 

@@ -8,29 +8,29 @@ import pytest
 import scipy.io
 import scipy.ndimage
 
-from hgrad.data import mbii
+from hgrad.tasks import mbii_data
 
 
-@pytest.mark.parametrize("name", mbii.MIT_TRAIN)
+@pytest.mark.parametrize("name", mbii_data.MIT_TRAIN)
 def test_sh_rendering_of_loader_normals_matches_shading(mbii_dir, name):
-  """DESIGN §4: log-shading rendered from the loader's normals with L.mat's SH lights
+  """docs/design.md §4: log-shading rendered from the loader's normals with L.mat's SH lights
   correlates with log(shading.png) (r >= 0.85); a wrong flip drops it to 0.3-0.6."""
-  obj = mbii.load_object(mbii_dir, name)
+  obj = mbii_data.load_object(mbii_dir, name)
   cam = obj.normals
   sh_frame = np.stack([-cam[..., 1], cam[..., 0], cam[..., 2]], -1)   # camera -> SH lights' frame
   valid = scipy.ndimage.binary_erosion(obj.valid, iterations=1) & (obj.shading > 0)
-  rendered = mbii.sh_log_shading(sh_frame, obj.sh_shading)
+  rendered = mbii_data.sh_log_shading(sh_frame, obj.sh_shading)
   r = np.corrcoef(rendered[valid], np.log(obj.shading[valid]))[0, 1]
   assert r >= 0.85, r
   flipped = sh_frame * np.array([-1.0, 1.0, 1.0])
-  r_flipped = np.corrcoef(mbii.sh_log_shading(flipped, obj.sh_shading)[valid],
+  r_flipped = np.corrcoef(mbii_data.sh_log_shading(flipped, obj.sh_shading)[valid],
                           np.log(obj.shading[valid]))[0, 1]
   assert r > r_flipped
 
 
 def test_prepared_batch_shapes_and_ranges(mbii_dir):
-  data, names = mbii.load(mbii_dir, mbii.MIT_TRAIN[:3], resolution=32)
-  assert names == mbii.MIT_TRAIN[:3]
+  data, names = mbii_data.load(mbii_dir, mbii_data.MIT_TRAIN[:3], resolution=32)
+  assert names == mbii_data.MIT_TRAIN[:3]
   assert data.image.shape == (3, 32, 32, 1) and data.normals.shape == (3, 32, 32, 3)
   valid = data.mask > 0
   assert valid.sum(axis=(1, 2)).min() > 100
@@ -53,34 +53,34 @@ def one_object(tmp_path, mbii_dir):
 
 def test_missing_file_is_named(one_object):
   os.remove(os.path.join(one_object, "apple", "depth_valid.png"))
-  with pytest.raises(mbii.DataError, match=r"missing file .*apple/depth_valid\.png"):
-    mbii.load(one_object, ["apple"])
+  with pytest.raises(mbii_data.DataError, match=r"missing file .*apple/depth_valid\.png"):
+    mbii_data.load(one_object, ["apple"])
 
 
 def test_missing_object_is_named(one_object):
-  with pytest.raises(mbii.DataError, match=r"missing file .*box/shading\.png"):
-    mbii.load(one_object, ["apple", "box"])
+  with pytest.raises(mbii_data.DataError, match=r"missing file .*box/shading\.png"):
+    mbii_data.load(one_object, ["apple", "box"])
 
 
 def test_corrupt_png_is_named(one_object):
   with open(os.path.join(one_object, "apple", "shading.png"), "wb") as f:
     f.write(b"\x89PNG\r\n\x1a\n this is not an image")
-  with pytest.raises(mbii.DataError, match=r"cannot decode PNG .*apple/shading\.png"):
-    mbii.load(one_object, ["apple"])
+  with pytest.raises(mbii_data.DataError, match=r"cannot decode PNG .*apple/shading\.png"):
+    mbii_data.load(one_object, ["apple"])
 
 
 def test_wrong_shaped_z_is_named(one_object):
   scipy.io.savemat(os.path.join(one_object, "apple", "Z.mat"), {"depth": np.zeros((10, 12))})
-  with pytest.raises(mbii.DataError, match=r"apple/Z\.mat: shape \(10, 12\) does not match"):
-    mbii.load(one_object, ["apple"])
+  with pytest.raises(mbii_data.DataError, match=r"apple/Z\.mat: shape \(10, 12\) does not match"):
+    mbii_data.load(one_object, ["apple"])
 
 
 def test_z_without_depth_variable_is_named(one_object):
   scipy.io.savemat(os.path.join(one_object, "apple", "Z.mat"), {"height": np.zeros((3, 3))})
-  with pytest.raises(mbii.DataError, match=r"Z\.mat has no variable 'depth'"):
-    mbii.load(one_object, ["apple"])
+  with pytest.raises(mbii_data.DataError, match=r"Z\.mat has no variable 'depth'"):
+    mbii_data.load(one_object, ["apple"])
 
 
 def test_missing_directory_says_how_to_configure(tmp_path):
-  with pytest.raises(mbii.DataError, match="HGRAD_MBII_DIR"):
-    mbii.load(str(tmp_path / "nowhere"), ["apple"])
+  with pytest.raises(mbii_data.DataError, match="HGRAD_MBII_DIR"):
+    mbii_data.load(str(tmp_path / "nowhere"), ["apple"])

@@ -56,6 +56,16 @@ def test_smoke_run_writes_everything(smoke_run):
   assert summary["train_mae"] == pytest.approx(results["train"]["image_mean"]["mae"])
 
 
+def test_smoke_trajectory_is_unchanged_by_the_restructure(smoke_run):
+  """The beta trajectory recorded before the issue-12 restructure (tests/data) is reproduced."""
+  workdir, _, _ = smoke_run
+  with open(os.path.join(REPO_ROOT, "tests", "data", "mbii_smoke_trajectory.json")) as f:
+    recorded = json.load(f)
+  rows = _metrics(workdir)
+  assert [r["phase"] for r in rows] == recorded["phase"]
+  np.testing.assert_allclose([r["beta"] for r in rows], recorded["beta"], rtol=1e-4, atol=1e-4)
+
+
 def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_path):
   reference, data_dir, _ = smoke_run
   workdir = str(tmp_path / "resumed")
@@ -77,7 +87,7 @@ def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_p
 
 def test_evaluate_script(smoke_run):
   workdir, data_dir, _ = smoke_run
-  out = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data_dir={data_dir}",
+  out = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data={data_dir}",
               "--split=train"])
   printed = json.loads(out.stdout.strip().splitlines()[-1])
   with open(os.path.join(workdir, "eval_train.json")) as f:
@@ -87,14 +97,32 @@ def test_evaluate_script(smoke_run):
   assert printed["mae"] == pytest.approx(saved["image_mean"]["mae"])
   assert saved["image_mean"]["mae"] == pytest.approx(results["train"]["image_mean"]["mae"], rel=1e-5)
   assert os.path.getsize(os.path.join(workdir, "eval_train.png")) > 0
-  missing = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data_dir={data_dir}",
+  missing = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data={data_dir}",
                   "--split=test"], check=False)
   assert missing.returncode != 0 and "lacks the test-split object" in missing.stderr
 
 
+def test_evaluate_scores_every_object_folder_of_a_directory(smoke_run, tmp_path):
+  """--split=dir: a user's own photographs or scans laid out like MIT-Berkeley."""
+  workdir, data_dir, _ = smoke_run
+  mine = tmp_path / "my_scans"
+  mine.mkdir()
+  for name, source in (("mug", "cup1"), ("toy", "frog1")):
+    os.symlink(os.path.join(data_dir, source), mine / name)
+  (mine / "notes").mkdir()                       # not an object folder: skipped
+  out = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data={mine}", "--split=dir"])
+  printed = json.loads(out.stdout.strip().splitlines()[-1])
+  with open(os.path.join(workdir, "eval_dir.json")) as f:
+    saved = json.load(f)
+  assert printed["task"] == "mbii" and set(saved["per_image"]) == {"mug", "toy"}
+  with open(os.path.join(workdir, "results.json")) as f:
+    per_object = json.load(f)["train"]["per_image"]
+  assert saved["per_image"]["mug"]["mae"] == pytest.approx(per_object["cup1"]["mae"], rel=1e-5)
+
+
 def test_synthetic_default_runs_and_says_so(tmp_path):
   """Also: beta0 and orthogonal directions set from the command line reach the run."""
-  from hgrad.csg import CSG_LAYOUT
+  from hgrad.generators.csg import CSG_LAYOUT
   beta0 = CSG_LAYOUT.default.astype(float)
   beta0[CSG_LAYOUT.index("p_sphere")] = 0.7
   env_free = {k: v for k, v in os.environ.items() if k != "HGRAD_MBII_DIR"}

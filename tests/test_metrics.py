@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hgrad import metrics
+from hgrad.tasks import metrics
 
 
 def _unit_at(angle_deg):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from hgrad.data import bfm
-from hgrad.data import nyu
-from hgrad.data.mbii import DataError
+from hgrad.generators import bfm
+from hgrad.tasks import nyu_data
+from hgrad.tasks.mbii_data import DataError
 
 
 def _write_nyu(path, count=3):
@@ -28,18 +28,18 @@ def _write_nyu(path, count=3):
 def test_nyu_reads_transposed_layout_and_split(tmp_path):
   path = tmp_path / "nyu.mat"
   images, depths = _write_nyu(path)
-  rgb, depth = nyu.read_labeled(str(path), [2, 0])
+  rgb, depth = nyu_data.read_labeled(str(path), [2, 0])
   np.testing.assert_array_equal(rgb[0], images[2])
   np.testing.assert_array_equal(depth[1], depths[0])
-  assert nyu.read_split(str(path) + ".splits.mat", "train") == [0, 1]
-  assert nyu.read_split(str(path) + ".splits.mat", "test") == [2]
-  assert nyu.frame_count(str(path)) == 3
+  assert nyu_data.read_split(str(path) + ".splits.mat", "train") == [0, 1]
+  assert nyu_data.read_split(str(path) + ".splits.mat", "test") == [2]
+  assert nyu_data.frame_count(str(path)) == 3
 
 
 def test_nyu_normals_of_planes(tmp_path):
   path = tmp_path / "nyu.mat"
   _write_nyu(path)
-  data = nyu.load(str(path), [0, 1], resolution=(24, 32))
+  data = nyu_data.load(str(path), [0, 1], resolution=(24, 32))
   assert data.image.shape == (2, 24, 32, 1) and data.normals.shape == (2, 24, 32, 3)
   valid = data.mask[0] > 0
   assert valid.mean() > 0.9
@@ -53,22 +53,22 @@ def test_nyu_normals_of_planes(tmp_path):
 
 def test_nyu_rejects_malformed_files(tmp_path):
   with pytest.raises(DataError, match="missing file"):
-    nyu.read_labeled(str(tmp_path / "nope.mat"))
+    nyu_data.read_labeled(str(tmp_path / "nope.mat"))
   not_hdf5 = tmp_path / "v5.mat"
   scipy.io.savemat(str(not_hdf5), {"images": np.zeros((1, 2))})
   with pytest.raises(DataError, match="not a MATLAB v7.3"):
-    nyu.read_labeled(str(not_hdf5))
+    nyu_data.read_labeled(str(not_hdf5))
   wrong = tmp_path / "wrong.mat"
   with h5py.File(wrong, "w") as f:
     f.create_dataset("images", data=np.zeros((2, 3, 480, 640), np.uint8))
     f.create_dataset("depths", data=np.zeros((2, 480, 640)))
   with pytest.raises(DataError, match=r"'images' must be stored as \(N, 3, 640, 480\)"):
-    nyu.read_labeled(str(wrong))
+    nyu_data.read_labeled(str(wrong))
   missing = tmp_path / "missing.mat"
   with h5py.File(missing, "w") as f:
     f.create_dataset("images", data=np.zeros((1, 3, 640, 480), np.uint8))
   with pytest.raises(DataError, match="no dataset 'depths'"):
-    nyu.read_labeled(str(missing))
+    nyu_data.read_labeled(str(missing))
 
 
 def _small_model():

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO_ROOT
 from test_nyu_bfm_data import _write_nyu
@@ -22,11 +23,20 @@ def _run(module, workdir, *overrides, env=None):
 
 
 def test_nyu_smoke_synthetic(tmp_path):
+  """Also: the distance to beta* is measured from the run's own beta0 (it once used the default)."""
+  from hgrad.generators.scenes import SCENE_LAYOUT
+  from hgrad.tasks import nyu
+  beta0 = SCENE_LAYOUT.default.astype(float)
+  beta0[SCENE_LAYOUT.index("camera_pitch_mean0")] = 0.2
   env = {k: v for k, v in os.environ.items() if k != "HGRAD_NYU_FILE"}
-  results, run = _run("nyu", tmp_path, env=env)
+  results, run = _run("nyu", tmp_path, f"--config.beta0=({','.join(f'{b:.6f}' for b in beta0)})",
+                      env=env)
   assert "SYNTHETIC" in run.stderr and results["data_source"] == "synthetic"
   assert 0 < results["validation"]["image_mean"]["mae"] < 90
   assert results["synthetic"]["unit_distance_final"] >= 0
+  expected = SCENE_LAYOUT.unit_distance(beta0.astype(np.float32), nyu.beta_star())
+  assert results["synthetic"]["unit_distance_beta0"] == pytest.approx(expected, rel=1e-5)
+  assert expected != pytest.approx(SCENE_LAYOUT.unit_distance(SCENE_LAYOUT.default, nyu.beta_star()))
   rows = [json.loads(line) for line in open(os.path.join(tmp_path, "metrics.jsonl"))]
   assert all(len(r["beta"]) == 108 for r in rows)
   for name in ("curve.png", "samples.png"):

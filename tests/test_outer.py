@@ -1,4 +1,4 @@
-"""The jit-compiled outer step on the real CSG generator (tiny sizes)."""
+"""The jit-compiled outer step on the real CSG generator (tiny sizes; the GL side of the engine)."""
 
 import os
 import subprocess
@@ -9,11 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hgrad import network
-from hgrad import outer
-from hgrad import unroll
-from hgrad.csg import CSG_LAYOUT, CSGConfig
-from hgrad.csg_host import csg_generator
+from hgrad.tasks import common
+from hgrad.tasks import losses
+from hgrad.tasks import network
+from hgrad.core import outer
+from hgrad.core import unroll
+from hgrad.generators.csg import CSG_LAYOUT, CSGConfig
+from hgrad.generators.csg_host import csg_generator
 
 from conftest import REPO_ROOT
 
@@ -28,8 +30,10 @@ def build(mesh=None, learning_rate=0.05):
   beta_star = CSG_LAYOUT.default.copy()
   beta_star[CSG_LAYOUT.index("p_expand")] = 0.9
   real = jax.tree.map(jnp.asarray, generator.render(np.tile(beta_star, (4, 1)), 1000 + np.arange(4)))
-  hg = outer.HybridGradient(generator.generate, generator.layout, net, inner, config,
-                            outer.normals_eval_loss(net, real), mesh=mesh)
+  hg = outer.HybridGradient(generator.generate, generator.layout,
+                            train_loss=losses.train_loss_fn(net, losses.LossConfig()),
+                            eval_loss=common.eval_loss_fn(net, real), inner=inner,
+                            outer=config, mesh=mesh)
   params = network.init_params(net, jax.random.key(0), RES)
   return generator, hg, params
 
@@ -54,14 +58,13 @@ def test_outer_step_compiles_once_and_keeps_beta_in_box(setup):
     history.append(jax.tree.map(np.asarray, metrics))
   assert hg.outer_step._cache_size() == 1
   assert int(state.step) == 3
-  beta = np.asarray(state.beta)
+  beta = np.asarray(hg.beta(state))
   assert np.all(beta >= CSG_LAYOUT.low) and np.all(beta <= CSG_LAYOUT.high)
   assert not np.allclose(beta, hg.layout.clip(beta0)), "beta moved"
   for m in history:
     assert np.isfinite(m["L"]) and np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
     assert -1.0 <= m["grad_cosine"] <= 1.0
   assert history[0]["grad_cosine"] == 0.0      # no previous estimate yet
-  np.testing.assert_array_equal(history[-1]["beta"], beta)
 
 
 def test_steps_replay_from_fold_in_keys(setup):
@@ -71,7 +74,7 @@ def test_steps_replay_from_fold_in_keys(setup):
   key = jax.random.key(1)
   first, _ = hg.outer_step(state, key)
   again, _ = hg.outer_step(state, key)
-  np.testing.assert_array_equal(first.beta, again.beta)
+  np.testing.assert_array_equal(first.u, again.u)
   trained, metrics = hg.train_step(state, key)
   assert int(trained.step) == 1 and np.isfinite(metrics["train_loss"])
 
@@ -87,7 +90,7 @@ for devices in (jax.devices()[:1], jax.devices()):
   state = hg.init(t.CSG_LAYOUT.default, params)
   for _ in range(2):
     state, metrics = hg.outer_step(state, jax.random.key(5))
-  results.append((np.asarray(state.beta), float(metrics["L"]), np.asarray(metrics["grad_norm"])))
+  results.append((np.asarray(hg.beta(state)), float(metrics["L"]), np.asarray(metrics["grad_norm"])))
   generator.close()
 (b1, l1, g1), (b4, l4, g4) = results
 np.testing.assert_allclose(b4, b1, rtol=1e-4, atol=1e-5)

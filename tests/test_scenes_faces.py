@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from hgrad import faces
-from hgrad import mixtures
-from hgrad import scenes
+from hgrad.generators import faces
+from hgrad.generators import mixtures
+from hgrad.generators import scenes
 
 
 @pytest.fixture(scope="module")

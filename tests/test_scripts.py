@@ -47,3 +47,11 @@ def test_gradient_noise_benchmark_prints_json():
   assert figures["blocks"]["discrete"]["dims"] == 7 and figures["blocks"]["all"]["dims"] == 29
   for block in figures["blocks"].values():
     assert -1.0 <= block["cross_key_cosine"] <= 1.0 and block["grad_norm"] > 0
+
+
+def test_gradient_noise_benchmark_runs_for_another_task():
+  """The registry: the benchmark takes the task from the config (here the NYU scenes)."""
+  out = _run("benchmarks.gradient_noise", "--config=configs/nyu.py:smoke", "--keys=2",
+             "--num_perturbations=2", "--blocks=all,discrete")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert figures["blocks"]["all"]["dims"] == 108 and figures["blocks"]["discrete"]["dims"] == 36

@@ -8,11 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hgrad import estimator
-from hgrad import losses
-from hgrad import network
-from hgrad import unroll
-from hgrad.sample import Sample
+from hgrad.core import estimator
+from hgrad.tasks import losses
+from hgrad.tasks import network
+from hgrad.core import unroll
+from hgrad.generators.sample import Sample
 
 RES = 8
 NET = network.NetworkConfig(width=4, stacks=2, depth=1)
@@ -29,13 +29,12 @@ def _samples(key, prefix):
 
 
 def _eval_loss_of_data(remat, dtype=jnp.float32, depth_weight=0.0):
-  inner = unroll.InnerConfig(steps=3, batch_size=2, learning_rate=0.05, momentum=0.5,
-                             depth_weight=depth_weight)
+  inner = unroll.InnerConfig(steps=3, batch_size=2, learning_rate=0.05, momentum=0.5)
   params = jax.tree.map(lambda p: p.astype(dtype), network.init_params(NET, jax.random.key(0), RES))
   optimizer = unroll.inner_optimizer(inner)
   state = unroll.InnerState(params, optimizer.init(params))
   real = jax.tree.map(lambda x: x.astype(dtype), _samples(jax.random.key(9), (3,)))
-  loss_fn = unroll.network_loss(NET, inner)
+  loss_fn = losses.train_loss_fn(NET, losses.LossConfig(depth_weight=depth_weight))
 
   def loss_of_data(batches):
     trained, _ = unroll.unroll(loss_fn, optimizer, state, batches, remat=remat)
@@ -126,7 +125,7 @@ def test_training_reduces_the_loss():
   optimizer = unroll.inner_optimizer(inner)
   batch = _samples(jax.random.key(2), (4,))
   batches = jax.tree.map(lambda x: jnp.broadcast_to(x, (30,) + x.shape), batch)
-  _, train_losses = unroll.unroll(unroll.network_loss(NET, inner), optimizer,
+  _, train_losses = unroll.unroll(losses.train_loss_fn(NET, losses.LossConfig()), optimizer,
                                   unroll.InnerState(params, optimizer.init(params)), batches)
   assert train_losses[-1] < 0.8 * train_losses[0]
 

@@ -1,0 +1,1 @@
+"""Baselines of the comparison: Basic Random Search (via the engine), Shape Evolution."""

@@ -1,0 +1,55 @@
+"""Orbax checkpoints of a run: the full outer state plus JSON metadata."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+
+class _QuietOrbax(logging.Filter):
+  """Orbax logs every phase of every save at INFO; keep its warnings only."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
+
+
+logging.getLogger("absl").addFilter(_QuietOrbax())
+
+
+class Checkpointer:
+  """Keeps the last few checkpoints under `workdir/checkpoints/<step>`."""
+
+  def __init__(self, workdir: str, max_to_keep: int = 3):
+    self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, state: Any, meta: dict) -> None:
+    self._manager.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self._manager.wait_until_finished()
+
+  def restore(self, like: Any, step: int | None = None) -> tuple[Any, dict]:
+    """Restores into the structure (and dtypes, shardings) of `like`.
+
+    `like=None` restores the saved tree as nested dicts of arrays (field names
+    as keys): enough to read, e.g., the network parameters without the task.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"no checkpoint under {self.directory}")
+    target = None if like is None else jax.tree.map(lambda x: x, like)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    return restored.state, dict(restored.meta)
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()

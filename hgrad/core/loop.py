@@ -1,0 +1,206 @@
+"""The run loop shared by every experiment: schedule, metrics.jsonl, checkpoints, resume.
+
+A run is a sequence of global steps: `warmup_steps` plain training steps at
+beta0 (the network learns the task before beta moves), then `outer_steps`
+hybrid-gradient steps, each followed by `train_steps_per_outer` plain
+training steps at the current beta (cheap training between the expensive
+beta updates), then `final_steps` plain steps at the final beta (training on
+the learned distribution, which is what it was learned for). Every step's key is `fold_in(seed key, global step)` and the
+schedule is a function of the step alone, so a run restored from a checkpoint
+replays exactly what an uninterrupted run does. `time_budget_s` > 0 ends the
+run once that much step time has passed (the fixed-beta yardstick uses it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, NamedTuple
+
+import jax
+import numpy as np
+from absl import logging
+
+from hgrad.core.checkpoint import Checkpointer
+from hgrad.core.outer import HybridGradient, OuterState
+
+METRICS_FILE = "metrics.jsonl"
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+  warmup_steps: int = 0
+  outer_steps: int = 10
+  train_steps_per_outer: int = 0
+  final_steps: int = 0
+  checkpoint_every: int = 10       # global steps
+  eval_every: int = 10             # global steps; L on the real images during plain steps
+  time_budget_s: float = 0.0       # > 0: stop after this much step time
+  freeze_beta: bool = False        # outer steps become plain steps (the fixed-beta ablation)
+  kill_at_step: int = -1           # testing only: SIGKILL this process after that global step
+
+  def __post_init__(self):
+    for name in ("warmup_steps", "outer_steps", "train_steps_per_outer", "final_steps"):
+      if getattr(self, name) < 0:
+        raise ValueError(f"Schedule.{name} must be >= 0, got {getattr(self, name)}")
+    for name in ("checkpoint_every", "eval_every"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"Schedule.{name} must be >= 1, got {getattr(self, name)}")
+    if self.total_steps < 1:
+      raise ValueError("the schedule has no steps")
+
+  @property
+  def total_steps(self) -> int:
+    return self.warmup_steps + self.outer_steps * (1 + self.train_steps_per_outer) + self.final_steps
+
+  def phase(self, step: int) -> str:
+    """'warmup', 'outer', 'train' or 'final' for the global step about to run."""
+    if step < self.warmup_steps:
+      return "warmup"
+    if step >= self.total_steps - self.final_steps:
+      return "final"
+    outer = (step - self.warmup_steps) % (1 + self.train_steps_per_outer) == 0
+    return "outer" if outer and not self.freeze_beta else "train"
+
+
+StepFn = Callable[[OuterState, str, jax.Array], tuple[OuterState, dict]]
+
+
+class Task(NamedTuple):
+  """What the loop needs from an experiment (only `name`, `hg`, `params0`, `beta0` are required)."""
+
+  name: str
+  hg: HybridGradient
+  params0: Any
+  beta0: np.ndarray
+  evaluate: Callable[[Any], dict] = lambda params: {}   # params -> {split: metrics}, at the end
+  finish: Callable[[str, OuterState, list[dict], dict], None] | None = None  # task's own outputs
+  # The host generator, if any: its `reset_stats()` gives render time per step, `close()` ends it.
+  generator: Any = None
+  step: StepFn | None = None           # default: hg.outer_step / hg.train_step by phase
+  # Host-side state of a method (e.g. an evolving population) kept in checkpoints as JSON.
+  save_host_state: Callable[[], Any] | None = None
+  load_host_state: Callable[[Any], None] | None = None
+
+
+def hybrid_step(hg: HybridGradient) -> StepFn:
+  def step(state: OuterState, phase: str, key: jax.Array):
+    return hg.outer_step(state, key) if phase == "outer" else hg.train_step(state, key)
+  return step
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, METRICS_FILE)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+def _truncate_metrics(workdir: str, last_step: int) -> list[dict]:
+  """Drops lines written after the checkpoint we resume from (they will be redone)."""
+  kept = [r for r in read_metrics(workdir) if r["step"] <= last_step]
+  with open(os.path.join(workdir, METRICS_FILE), "w") as f:
+    for record in kept:
+      f.write(json.dumps(record) + "\n")
+  return kept
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
+      f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
+  """Runs (or resumes) the schedule in `workdir`; returns the results dict."""
+  os.makedirs(workdir, exist_ok=True)
+  hg = task.hg
+  reset_stats = getattr(task.generator, "reset_stats", dict)
+  checkpointer = Checkpointer(workdir)
+  state = hg.init(task.beta0, task.params0, what="beta0")
+  meta = {"elapsed_s": 0.0, "host_render_s": 0.0, "cpu_s": 0.0}
+  if checkpointer.latest_step() is not None:
+    state, meta = checkpointer.restore(state)
+    if task.load_host_state is not None:
+      task.load_host_state(meta["host_state"])
+    history = _truncate_metrics(workdir, int(state.step))
+    logging.info("resumed %s from step %d (%.0f s of steps done)", workdir, int(state.step),
+                 meta["elapsed_s"])
+  else:
+    history = _truncate_metrics(workdir, -1)
+  key = jax.random.key(seed)
+  step_fn = task.step or hybrid_step(hg)
+
+  def save(step: int):
+    if task.save_host_state is not None:
+      meta["host_state"] = task.save_host_state()
+    checkpointer.save(step, state, meta)
+
+  saved_step = int(state.step)
+  recent: dict[str, list[float]] = {}
+  try:
+    with open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
+      while int(state.step) < schedule.total_steps:
+        if schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s:
+          logging.info("time budget of %.0f s reached at step %d", schedule.time_budget_s,
+                       int(state.step))
+          break
+        step = int(state.step)
+        phase = schedule.phase(step)
+        reset_stats()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        state, metrics = step_fn(state, phase, key)
+        metrics = jax.device_get(metrics)
+        wall = time.perf_counter() - start
+        host_stats = reset_stats()
+        host = float(host_stats.get("host_wall_s", 0.0))
+        cpu = time.process_time() - cpu_start + float(host_stats.get("worker_cpu_s", 0.0))
+        meta["elapsed_s"] += wall
+        meta["host_render_s"] += host
+        meta["cpu_s"] += cpu
+        record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
+                  "device_s": max(wall - host, 0.0), "cpu_s": cpu, "elapsed_s": meta["elapsed_s"],
+                  "train_loss": float(metrics["train_loss"]),
+                  "beta": np.asarray(hg.beta(state), np.float64).tolist()}
+        record.update({k: float(metrics[k]) for k in ("L", "grad_norm", "grad_cosine")
+                       if k in metrics and (phase == "outer" or k != "L")})
+        if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
+                                  step + 1 == schedule.total_steps):
+          record["L"] = float(hg.evaluate(state.inner.params))
+        metrics_file.write(json.dumps(record) + "\n")
+        metrics_file.flush()
+        history.append(record)
+        kind = lambda p: "outer" if p == "outer" else "plain"  # noqa: E731
+        recent.setdefault(kind(phase), []).append(wall)
+        per_kind = {k: float(np.mean(v[-5:])) for k, v in recent.items()}
+        remaining = sum(per_kind.get(kind(schedule.phase(s)), wall)
+                        for s in range(step + 1, schedule.total_steps))
+        if schedule.time_budget_s > 0:
+          remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
+        logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
+                     task.name, step + 1, schedule.total_steps, phase,
+                     f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
+                     wall, host, _format_eta(remaining))
+        if (step + 1) % schedule.checkpoint_every == 0:
+          save(step + 1)
+          saved_step = step + 1
+        if step + 1 == schedule.kill_at_step:
+          os.kill(os.getpid(), signal.SIGKILL)
+  finally:
+    if int(state.step) != saved_step:
+      save(int(state.step))
+    checkpointer.close()
+  layout = hg.layout
+  results = {"task": task.name, "steps": int(state.step), "elapsed_s": meta["elapsed_s"],
+             "host_render_s": meta["host_render_s"], "cpu_s": meta["cpu_s"],
+             "beta": layout.as_dict(hg.beta(state)), "beta0": layout.as_dict(task.beta0)}
+  results.update(task.evaluate(state.inner.params))
+  if task.finish is not None:
+    task.finish(workdir, state, history, results)
+  with open(os.path.join(workdir, "results.json"), "w") as f:
+    json.dump(results, f, indent=2)
+  return results

@@ -1,0 +1,194 @@
+"""Host renderers in worker processes: one long-lived GL context per worker.
+
+Workers are fresh interpreters (`python -m hgrad.core.worker`), not forks: forking a
+process that runs JAX is unsafe, and multiprocessing's 'spawn' re-imports the
+user's `__main__`, which breaks scripts without a main guard. Each worker
+connects back over a local socket, builds its host generator once and then
+renders chunks. A batch is split into contiguous chunks, one per worker, so
+results do not depend on the number of workers. If EGL cannot open a context
+and the user did not choose a platform, the workers are restarted with OSMesa;
+if that fails too, the error names both.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from multiprocessing.connection import Listener
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+Factory = Callable[[Any], Any]
+_START_TIMEOUT_S = 120.0
+
+
+class RenderError(RuntimeError):
+  """No usable OpenGL context, or the GL pipeline failed (raised by hosts, re-raised here)."""
+
+
+def _error(e: BaseException):
+  return ("error", (type(e).__name__, str(e), traceback.format_exc()))
+
+
+def serve(conn):
+  """Worker side: build the host from the first message, then render until told to stop."""
+  factory, config = conn.recv()
+  try:
+    host = factory(config)
+    if hasattr(host, "warm_up"):
+      host.warm_up()
+    conn.send(("ready", None))
+  except BaseException as e:  # pylint: disable=broad-except
+    conn.send(_error(e))
+    return
+  while True:
+    try:
+      message = conn.recv()
+    except EOFError:
+      break
+    if message is None:
+      break
+    method, args = message
+    try:
+      cpu_start = time.process_time()
+      sample, stats = getattr(host, method)(*args)
+      stats["worker_cpu_s"] = time.process_time() - cpu_start
+      conn.send(("ok", (sample, stats)))
+    except BaseException as e:  # pylint: disable=broad-except
+      conn.send(_error(e))
+  host.close()
+
+
+def _reraise(kind: str, message: str, trace: str):
+  if kind == "ValueError":
+    raise ValueError(message)
+  if kind == "RenderError":
+    raise RenderError(message)
+  raise RuntimeError(f"render worker failed: {kind}: {message}\n{trace}")
+
+
+def _take(arg, idx):
+  return arg[idx] if isinstance(arg, np.ndarray) else [arg[i] for i in idx]
+
+
+def merge_stats(stats: list[dict]) -> dict:
+  return {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
+
+
+class RenderPool:
+  """Runs methods of `factory(config)` (render_batch, render_trees) over worker processes."""
+
+  def __init__(self, factory: Factory, config: Any, num_workers: int):
+    if num_workers < 1:
+      raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    self._factory, self._config, self.num_workers = factory, config, num_workers
+    self._workers: list[tuple[Any, Any]] = []
+    self._lock = threading.Lock()
+    atexit.register(self.close)
+
+  def _start(self, platform: str):
+    authkey = secrets.token_bytes(16)
+    address = os.path.join(tempfile.mkdtemp(prefix="hgrad-pool-"), "socket")
+    package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYOPENGL_PLATFORM=platform, HGRAD_POOL_AUTHKEY=authkey.hex(),
+               PYTHONPATH=os.pathsep.join([package_root] + sys.path))
+    with Listener(address, authkey=authkey) as listener:
+      procs = {}
+      for _ in range(self.num_workers):
+        proc = subprocess.Popen([sys.executable, "-m", "hgrad.core.worker", address], env=env)
+        procs[proc.pid] = proc
+      # Closing the listener makes a pending accept() fail: the start-up timeout.
+      watchdog = threading.Timer(_START_TIMEOUT_S, listener.close)
+      watchdog.start()
+      try:
+        for _ in range(self.num_workers):
+          conn = listener.accept()
+          self._workers.append((procs[conn.recv()], conn))
+      except OSError as e:
+        for proc in procs.values():
+          proc.kill()
+        self.close()
+        raise RuntimeError(f"render workers did not start within {_START_TIMEOUT_S:.0f} s "
+                           f"(exit codes {[p.poll() for p in procs.values()]})") from e
+      finally:
+        watchdog.cancel()
+    shutil.rmtree(os.path.dirname(address), ignore_errors=True)
+    for _, conn in self._workers:
+      conn.send((self._factory, self._config))
+    failures = [r[1] for r in (self._receive(w) for w in self._workers) if r[0] == "error"]
+    if failures:
+      self.close()
+      _reraise(*failures[0])
+
+  def _ensure_started(self):
+    if self._workers:
+      return
+    user_platform = os.environ.get("PYOPENGL_PLATFORM")
+    if user_platform:
+      self._start(user_platform)
+      return
+    try:
+      self._start("egl")
+    except RenderError as egl_error:
+      try:
+        self._start("osmesa")
+      except RenderError as osmesa_error:
+        raise RenderError(
+            f"no headless OpenGL context. EGL failed: {egl_error} OSMesa failed: "
+            f"{osmesa_error}") from osmesa_error
+
+  @staticmethod
+  def _receive(worker):
+    proc, conn = worker
+    try:
+      return conn.recv()
+    except (EOFError, OSError):
+      return ("error", ("RuntimeError", f"render worker {proc.pid} died (exit code "
+                        f"{proc.poll()})", ""))
+
+  def call(self, method: str, *args) -> tuple[Any, dict]:
+    """host.method(*args) with every argument split along its first axis over the workers."""
+    count = len(args[0])
+    with self._lock:
+      self._ensure_started()
+      chunks = [c for c in np.array_split(np.arange(count), self.num_workers) if len(c)]
+      for (_, conn), idx in zip(self._workers, chunks):
+        conn.send((method, tuple(_take(a, idx) for a in args)))
+      replies = [self._receive(w) for w in self._workers[:len(chunks)]]
+    failures = [r[1] for r in replies if r[0] == "error"]
+    if failures:
+      if any(f[0] not in ("ValueError",) for f in failures):
+        self.close()
+      _reraise(*failures[0])
+    outputs, stats = zip(*(r[1] for r in replies))
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), merge_stats(list(stats))
+
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Any, dict]:
+    return self.call("render_batch", beta_Bxd, seeds_B)
+
+  def render_trees(self, trees: list, seeds_B: np.ndarray) -> tuple[Any, dict]:
+    return self.call("render_trees", trees, seeds_B)
+
+  def close(self):
+    workers, self._workers = self._workers, []
+    for proc, conn in workers:
+      try:
+        conn.send(None)
+      except (OSError, BrokenPipeError):
+        pass
+    for proc, conn in workers:
+      try:
+        proc.wait(timeout=5)
+      except subprocess.TimeoutExpired:
+        proc.kill()
+      conn.close()

@@ -1,0 +1,98 @@
+"""Unrolled inner training: K optimizer steps as one pure `lax.scan`, differentiable in the data.
+
+Generic: the loss, the parameters and the batches are the caller's (any
+pytree); `jax.vjp` through `unroll` gives dL/dX for the hybrid gradient.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+
+
+@dataclasses.dataclass(frozen=True)
+class InnerConfig:
+  """Inner training: K steps of a smooth optimizer (SGD, optionally with momentum, or Adam)."""
+
+  steps: int = 8                 # K
+  batch_size: int = 8            # B; an outer step generates n = K * B samples
+  optimizer: str = "sgd"         # "sgd" (optionally with momentum) or "adam"
+  learning_rate: float = 0.02
+  lr_decay_steps: int = 0        # > 0: cosine decay to lr_final_fraction over this many inner
+                                 # steps; -1: over the whole run (set by the experiment)
+  lr_final_fraction: float = 0.1
+  momentum: float = 0.9          # sgd: 0 = plain SGD; adam: b1
+  nesterov: bool = False
+  remat: bool = True             # jax.checkpoint each step: memory flat in K
+
+  def __post_init__(self):
+    if self.steps < 1 or self.batch_size < 1:
+      raise ValueError(f"InnerConfig.steps and batch_size must be >= 1, got "
+                       f"{self.steps}, {self.batch_size}")
+    if not self.learning_rate > 0:
+      raise ValueError(f"InnerConfig.learning_rate must be > 0, got {self.learning_rate}")
+    if self.lr_decay_steps < -1 or not 0.0 <= self.lr_final_fraction <= 1.0:
+      raise ValueError("InnerConfig.lr_decay_steps must be >= -1 and lr_final_fraction in [0, 1]")
+    if self.optimizer not in ("sgd", "adam"):
+      raise ValueError(f"InnerConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
+    if not 0.0 <= self.momentum < 1.0:
+      raise ValueError(f"InnerConfig.momentum must be in [0, 1), got {self.momentum}")
+
+  @property
+  def num_samples(self) -> int:
+    return self.steps * self.batch_size
+
+
+class InnerState(NamedTuple):
+  params: Any
+  opt_state: Any
+
+
+def inner_optimizer(config: InnerConfig) -> optax.GradientTransformation:
+  """The inner optimizer; both choices are smooth, so the unroll differentiates through them.
+
+  The learning-rate schedule counts inner steps (the unrolled ones included),
+  so it lives in the optimizer state and survives checkpoints.
+  """
+  learning_rate = config.learning_rate
+  if config.lr_decay_steps < 0:
+    raise ValueError("InnerConfig.lr_decay_steps = -1 must be resolved to the run's length first")
+  if config.lr_decay_steps:
+    learning_rate = optax.cosine_decay_schedule(config.learning_rate, config.lr_decay_steps,
+                                                alpha=config.lr_final_fraction)
+  if config.optimizer == "adam":
+    return optax.adam(learning_rate, b1=config.momentum, eps_root=1e-8)
+  return optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
+
+
+def split_steps(data: Any, steps: int) -> Any:
+  """(n, ...) -> (K, B, ...): sample i goes to step i % K, slot i // K.
+
+  This order keeps contiguous blocks of samples (a device's shard) in the batch
+  axis, so a sample-sharded X stays batch-sharded inside every step.
+  """
+  def split(x):
+    n = x.shape[0]
+    if n % steps:
+      raise ValueError(f"{n} samples cannot be split into {steps} equal steps")
+    return jnp.swapaxes(x.reshape((n // steps, steps) + x.shape[1:]), 0, 1)
+  return jax.tree.map(split, data)
+
+
+def unroll(loss_fn: Callable, optimizer: optax.GradientTransformation, state: InnerState,
+           batches: Any, *, remat: bool = True) -> tuple[InnerState, jax.Array]:
+  """Runs one optimizer step per leading slice of `batches`; returns the state and K losses."""
+  def step(state: InnerState, batch):
+    loss, grads = jax.value_and_grad(loss_fn)(state.params, batch)
+    updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+    return InnerState(optax.apply_updates(state.params, updates), opt_state), loss
+
+  if remat:
+    # Inside scan, CSE across iterations cannot undo the remat, so allow it (faster).
+    step = jax.checkpoint(step, prevent_cse=False)
+  return jax.lax.scan(step, state, batches)

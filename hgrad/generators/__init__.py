@@ -1,0 +1,1 @@
+"""grammar -> render: host-side generators f(beta, r) and the headless rasterizer."""

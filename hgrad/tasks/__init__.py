@@ -1,0 +1,1 @@
+"""The paper's experiments: networks, losses, data loaders, metrics, evaluation, registry."""

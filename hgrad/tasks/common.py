@@ -1,0 +1,164 @@
+"""What every network task (MIT-Berkeley, NYU scenes, faces) builds the same way.
+
+A task module supplies its generator, its real (or synthetic) validation
+data, L and the final metrics; this module turns them into a `loop.Task`:
+the stacked hourglass, its training loss, the engine, initial parameters,
+beta0, and the common outputs (curve.png, samples.png, config.json). The
+evaluation pieces the tasks share (L as mean angle error or log-depth RMSE,
+metrics on a batch of real images) live here too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from hgrad import plots
+from hgrad import viz
+from hgrad.core import loop
+from hgrad.core import outer
+from hgrad.core import unroll
+from hgrad.core.bridge import Generator
+from hgrad.core.config import to_dataclass
+from hgrad.core.layout import ParamLayout
+from hgrad.generators.sample import Sample
+from hgrad.tasks import losses
+from hgrad.tasks import metrics
+from hgrad.tasks import network
+
+
+def parse_training(config) -> dict[str, Any]:
+  """network, loss, inner (an lr_decay_steps of -1 resolved to the run's length), outer, schedule."""
+  schedule = to_dataclass(loop.Schedule, config.schedule, where="config.schedule")
+  inner = to_dataclass(unroll.InnerConfig, config.inner, where="config.inner")
+  if inner.lr_decay_steps == -1:
+    inner = dataclasses.replace(inner, lr_decay_steps=schedule.total_steps * inner.steps)
+  return {
+      "network": to_dataclass(network.NetworkConfig, config.network, where="config.network"),
+      "loss": to_dataclass(losses.LossConfig, config.loss, where="config.loss"),
+      "inner": inner,
+      "outer": to_dataclass(outer.OuterConfig, config.outer, where="config.outer"),
+      "schedule": schedule,
+  }
+
+
+def summary(results: dict) -> dict:
+  """The one-line JSON an experiment script prints: source, steps, image-mean metrics per split."""
+  return {"data_source": results["data_source"], "steps": results["steps"],
+          **{split: results[split]["image_mean"] for split in ("validation", "test", "train")
+             if split in results}}
+
+
+def warn_synthetic(what: str, detail: str) -> None:
+  logging.warning("=" * 72)
+  logging.warning("NO %s CONFIGURED.", what)
+  logging.warning("Running on the SYNTHETIC default: %s. Numbers from this run say nothing "
+                  "about real images.", detail)
+  logging.warning("=" * 72)
+
+
+def num_workers(config) -> int | None:
+  return None if config.num_workers < 0 else config.num_workers
+
+
+# --- L and metrics on real images, shared by the tasks -------------------------------------
+
+# (metric key, table header) of the results tables (hgrad.baselines.compare, study tables).
+NORMAL_COLUMNS = (("within_11_25", "% < 11.25°"), ("within_22_5", "% < 22.5°"),
+                  ("within_30", "% < 30°"), ("mae", "MAE (°)"), ("median", "median (°)"),
+                  ("mse_rad2", "MSE (rad²)"))
+DEPTH_COLUMNS = (("abs_rel", "abs rel"), ("sq_rel", "sq rel"), ("rmse", "RMSE"),
+                 ("rmse_log", "RMSE log"), ("si_rmse_log", "scale-inv. RMSE log"))
+
+
+def eval_loss_fn(net: network.NetworkConfig, real: Sample,
+                 head: str = "normals") -> Callable[[Any], jax.Array]:
+  """L(params) of the last stack on the real images: mean angle error (degrees) for
+  "normals", per-image RMSE of log depth for "depth"."""
+  loss = {"normals": losses.mean_angle_error, "depth": losses.log_depth_rmse}[head]
+  real = jax.tree.map(jnp.asarray, real)
+
+  def eval_loss(params):
+    prediction = getattr(network.predict(net, params, real.image), head)
+    return loss(prediction, getattr(real, head), real.mask)
+  return eval_loss
+
+
+def make_predict(net: network.NetworkConfig, head: str = "normals"):
+  """jit(params, image) -> the last stack's `head` ("normals" or "depth")."""
+  return jax.jit(lambda params, image: getattr(network.predict(net, params, image), head))
+
+
+def evaluate_normals(predict, params, data: Sample, names) -> dict:
+  """Normal metrics of the network on a batch of real images, with per-object rows."""
+  pred = np.asarray(predict(params, jnp.asarray(data.image)))
+  result = metrics.normal_metrics(pred, data.normals, data.mask)
+  result["per_image"] = {name: row for name, row in zip(names, result["per_image"])}
+  return result
+
+
+def evaluate_depth(predict, params, data: Sample) -> dict:
+  """Depth metrics of a log-depth head on a batch of real images."""
+  log_depth = np.asarray(predict(params, jnp.asarray(data.image)))
+  result = metrics.depth_metrics(np.exp(log_depth), data.depth, data.mask)
+  result.pop("per_image")
+  return result
+
+
+def synthetic_distances(layout: ParamLayout, beta0, beta, beta_star) -> dict:
+  """How far the run's start and end are from the hidden beta* of a synthetic target."""
+  return {"beta_star": layout.as_dict(beta_star),
+          "unit_distance_beta0": layout.unit_distance(beta0, beta_star),
+          "unit_distance_final": layout.unit_distance(beta, beta_star)}
+
+
+# --- The task ------------------------------------------------------------------------------
+
+def build(name: str, config, training: dict, generator: Generator,
+          eval_loss: Callable[[Any], jax.Array], evaluate: Callable[[Any], dict],
+          finish: Callable[[str, Any, dict, Any], None] | None = None
+          ) -> tuple[loop.Task, loop.Schedule]:
+  """The Task: hybrid gradient on `generator`, the hourglass trained on its samples, L = eval_loss.
+
+  `finish(workdir, state, results, hg)` adds task-specific outputs after the
+  common ones.
+  """
+  net = training["network"]
+  hg = outer.HybridGradient(generator.generate, generator.layout,
+                            train_loss=losses.train_loss_fn(net, training["loss"]),
+                            eval_loss=eval_loss, inner=training["inner"], outer=training["outer"])
+  params0 = network.init_params(net, jax.random.key(config.seed), (generator.height, generator.width))
+  beta0 = np.asarray(config.get("beta0") or generator.beta0, np.float32)
+
+  def finish_all(workdir: str, state, history: list[dict], results: dict) -> None:
+    plots.curve(history, os.path.join(workdir, "curve.png"))
+    seeds = 123_456 + np.arange(8)
+    before = generator.render(np.tile(beta0, (8, 1)), seeds)
+    after = generator.render(np.tile(np.asarray(hg.beta(state)), (8, 1)), seeds)
+    plots.side_by_side(viz.sample_grid(before, 2), viz.sample_grid(after, 2),
+                       ("samples at beta0", f"samples at the final beta (step {int(state.step)})"),
+                       os.path.join(workdir, "samples.png"))
+    if finish is not None:
+      finish(workdir, state, results, hg)
+
+  task = loop.Task(name, hg, params0, beta0, evaluate, finish_all, generator=generator)
+  return task, training["schedule"]
+
+
+def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,
+        workdir: str) -> dict:
+  """Builds, writes WORKDIR/config.json, runs (or resumes) and closes the generator."""
+  task, schedule = build_fn(config)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  try:
+    return loop.run(task, schedule, workdir, config.seed)
+  finally:
+    task.generator.close()

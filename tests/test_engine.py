@@ -1,0 +1,155 @@
+"""The engine (outer step, unroll, run loop, resume) on a pure-JAX toy task: no OpenGL, no task code.
+
+The toy: X = (x, y) with x = beta_0 + exp(beta_1) z(key), y = sin(3x); a linear
+model on sin/cos features is trained on X; L is its error on data around x = 1.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hgrad.core import loop
+from hgrad.core import outer
+from hgrad.core import unroll
+from hgrad.core.layout import ParamLayout, ParamSpec
+
+from conftest import REPO_ROOT
+
+LAYOUT = ParamLayout("toy", [ParamSpec("x_mean", -2.0, 2.0, -1.0),
+                             ParamSpec("x_log_std", -3.0, 0.5, -1.0)])
+X_REAL = np.random.default_rng(7).normal(1.0, 0.3, (64, 1)).astype(np.float32)
+REAL = {"x": X_REAL, "y": np.sin(3 * X_REAL)}
+
+
+def generate(beta, key):
+  x = beta[0] + jnp.exp(beta[1]) * jax.random.normal(key, (1,))
+  return {"x": x, "y": jnp.sin(3 * x)}
+
+
+def features(x):
+  return jnp.concatenate([jnp.sin(k * x) for k in (1, 2, 3)] + [jnp.cos(k * x) for k in (1, 2, 3)]
+                         + [x, jnp.ones_like(x)], axis=-1)
+
+
+def train_loss(params, batch):
+  return jnp.mean((features(batch["x"]) @ params["w"] - batch["y"]) ** 2)
+
+
+def make_hg(**outer_overrides):
+  config = dict(num_perturbations=2, sigma=0.05, learning_rate=0.05, directions="orthogonal")
+  config.update(outer_overrides)
+  return outer.HybridGradient(
+      generate, LAYOUT, train_loss=train_loss, eval_loss=lambda p: train_loss(p, REAL),
+      inner=unroll.InnerConfig(steps=4, batch_size=8, optimizer="adam", learning_rate=0.05),
+      outer=outer.OuterConfig(**config))
+
+
+PARAMS0 = {"w": jnp.zeros((8, 1))}
+
+
+def test_outer_step_moves_beta_toward_the_data_and_stays_in_box():
+  hg = make_hg()
+  beta0 = LAYOUT.default.copy()
+  beta0[1] = LAYOUT.high[1]                        # on the upper edge
+  state = hg.init(beta0, PARAMS0)
+  key = jax.random.key(0)
+  first_L = None
+  for _ in range(40):
+    state, metrics = hg.outer_step(state, key)
+    first_L = first_L if first_L is not None else float(metrics["L"])
+  assert hg.outer_step._cache_size() == 1
+  beta = np.asarray(hg.beta(state))
+  assert np.all(beta >= LAYOUT.low) and np.all(beta <= LAYOUT.high)
+  assert np.all((np.asarray(state.u) >= 0) & (np.asarray(state.u) <= 1))
+  assert abs(beta[0] - 1.0) < abs(beta0[0] - 1.0) - 0.5, beta
+  assert float(metrics["L"]) < first_L
+
+
+def test_init_checks_beta0_once_with_its_name():
+  hg = make_hg()
+  with pytest.raises(ValueError, match="my beta0 must have trailing dimension 2"):
+    hg.init(np.zeros(3), PARAMS0, what="my beta0")
+  with pytest.raises(ValueError, match=r"NaN or infinite in dimension\(s\) 1 \(x_log_std\)"):
+    hg.init(np.array([0.0, np.nan]), PARAMS0)
+
+
+def test_custom_optimizers_are_used():
+  """A researcher's own optax transformations replace the configured ones."""
+  import optax
+  hg = outer.HybridGradient(
+      generate, LAYOUT, train_loss=train_loss, eval_loss=lambda p: train_loss(p, REAL),
+      inner=unroll.InnerConfig(steps=2, batch_size=4), outer=outer.OuterConfig(),
+      inner_optimizer=optax.sgd(0.0), beta_optimizer=optax.sgd(0.0))
+  state = hg.init(LAYOUT.default, PARAMS0)
+  new, _ = hg.outer_step(state, jax.random.key(1))
+  np.testing.assert_array_equal(new.u, state.u)
+  np.testing.assert_array_equal(new.inner.params["w"], PARAMS0["w"])
+
+
+class _Interrupt(Exception):
+  pass
+
+
+def _toy_task(interrupt_at: int = -1) -> loop.Task:
+  hg = make_hg()
+  step_fn = loop.hybrid_step(hg)
+
+  def step(state, phase, key):
+    if int(state.step) == interrupt_at:
+      raise _Interrupt()
+    return step_fn(state, phase, key)
+  return loop.Task("toy", hg, PARAMS0, LAYOUT.default, step=step,
+                   evaluate=lambda params: {"L_final": float(hg.evaluate(params))})
+
+
+def test_run_loop_resumes_exactly_after_an_interrupt(tmp_path):
+  schedule = loop.Schedule(warmup_steps=2, outer_steps=4, train_steps_per_outer=1, final_steps=2,
+                           checkpoint_every=3, eval_every=2)
+  reference = loop.run(_toy_task(), schedule, str(tmp_path / "ref"), seed=3)
+  with pytest.raises(_Interrupt):
+    loop.run(_toy_task(interrupt_at=7), schedule, str(tmp_path / "cut"), seed=3)
+  resumed = loop.run(_toy_task(), schedule, str(tmp_path / "cut"), seed=3)
+  rows_ref = loop.read_metrics(str(tmp_path / "ref"))
+  rows_cut = loop.read_metrics(str(tmp_path / "cut"))
+  assert [r["step"] for r in rows_cut] == list(range(1, schedule.total_steps + 1))
+  for a, b in zip(rows_ref, rows_cut):
+    assert a["phase"] == b["phase"]
+    np.testing.assert_allclose(a["beta"], b["beta"], rtol=1e-6)
+  assert resumed["beta"] == pytest.approx(reference["beta"], rel=1e-6)
+  assert resumed["L_final"] == pytest.approx(reference["L_final"], rel=1e-5)
+
+
+def test_unroll_is_differentiable_in_the_data():
+  inner = unroll.InnerConfig(steps=3, batch_size=4, optimizer="adam", learning_rate=0.05)
+  optimizer = unroll.inner_optimizer(inner)
+  state = unroll.InnerState(PARAMS0, optimizer.init(PARAMS0))
+  data = jax.vmap(generate, (None, 0))(jnp.array([0.5, -1.0]), jax.random.split(jax.random.key(0), 12))
+
+  def loss_of_data(d):
+    trained, _ = unroll.unroll(train_loss, optimizer, state, unroll.split_steps(d, 3))
+    return train_loss(trained.params, REAL)
+  grad = jax.grad(loss_of_data)(data)
+  eps, i = 1e-3, 5
+  bumped = jax.tree.map(lambda a: a, data)
+  bumped["x"] = data["x"].at[i, 0].add(eps)
+  lowered = dict(data, x=data["x"].at[i, 0].add(-eps))
+  numeric = (loss_of_data(bumped) - loss_of_data(lowered)) / (2 * eps)
+  assert float(grad["x"][i, 0]) == pytest.approx(float(numeric), rel=0.05, abs=1e-5)
+
+
+def test_engine_needs_no_opengl():
+  """Importing and running the engine never loads OpenGL or pyrender."""
+  code = ("import sys, test_engine as t, jax\n"
+          "hg = t.make_hg(); s = hg.init(t.LAYOUT.default, t.PARAMS0)\n"
+          "hg.outer_step(s, jax.random.key(0))\n"
+          "bad = [m for m in ('OpenGL', 'pyrender') if m in sys.modules]\n"
+          "assert not bad, bad\nprint('NO_GL_OK')")
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO_ROOT, "tests"), REPO_ROOT]))
+  result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=300)
+  assert "NO_GL_OK" in result.stdout, result.stderr[-3000:]
