@@ -1,0 +1,24 @@
+"""Arms x paired seeds: does optimizing beta beat fixed beta and a placebo? (configs/study.py)
+
+  python -m experiments.study --workdir=~/hgrad-runs/study --config=configs/study.py:screen
+
+Writes WORKDIR/study.json, study.md and study.png; every (arm, seed) run lives
+in WORKDIR/<arm>/seed<k> and resumes, so rerunning the same command continues
+the study where it stopped.
+"""
+
+from experiments import script
+from hgrad import study
+
+_CONFIG, _WORKDIR = script.config_and_workdir(
+    "study.py", "Study config file (variants: smoke, screen, cpu).",
+    "Study directory (resumes if it holds one).")
+
+
+def main():
+  summary = study.run(_CONFIG.value, _WORKDIR.value)
+  print(study.table(summary))
+
+
+if __name__ == "__main__":
+  script.run(main)
