@@ -9,6 +9,18 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def finish(fig, axes, xlabels, ylabel: str, path: str) -> None:
+  """Labels, grid and legend of a row of L plots, then saves and closes the figure."""
+  for ax, xlabel in zip(axes, xlabels):
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+  axes[0].legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=100)
+  plt.close(fig)
+
+
 def curve(history: list[dict], path: str, *, ylabel: str = "L (mean angle error, deg)",
           reference: dict[str, float] | None = None) -> None:
   """L against global step and against wall time; outer steps and plain-step evaluations."""
@@ -28,15 +40,7 @@ def curve(history: list[dict], path: str, *, ylabel: str = "L (mean angle error,
     for ax in axes:
       ax.axhline(value, color="gray", linestyle="--", linewidth=1)
       ax.text(ax.get_xlim()[0], value, f" {name}", va="bottom", color="gray", fontsize=8)
-  axes[0].set_xlabel("global step")
-  axes[1].set_xlabel("wall time (min)")
-  for ax in axes:
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  finish(fig, axes, ("global step", "wall time (min)"), ylabel, path)
 
 
 def side_by_side(left: np.ndarray, right: np.ndarray, titles: tuple[str, str], path: str) -> None:

@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 import scipy.stats  # noqa: E402
 from absl import logging  # noqa: E402
 
+from hgrad import plots  # noqa: E402
 from hgrad.baselines import compare  # noqa: E402
 from hgrad.core import loop  # noqa: E402
 
@@ -153,14 +154,7 @@ def figure(curves: dict[str, list[dict]], path: str) -> None:
       se = values.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean
       ax.plot(x, mean, color=f"C{index}", label=LABELS[arm], linewidth=1.2)
       ax.fill_between(x, mean - se, mean + se, color=f"C{index}", alpha=0.2)
-  for ax, title in zip(axes, ("global step", "wall time (s)")):
-    ax.set_xlabel(title)
-    ax.set_ylabel("validation L")
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.finish(fig, axes, ("global step", "wall time (s)"), "validation L", path)
 
 
 def run(config, workdir: str) -> dict[str, Any]:

@@ -33,6 +33,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import logging  # noqa: E402
 
+from hgrad import plots  # noqa: E402
 from hgrad.baselines import evolution  # noqa: E402
 from hgrad.core import loop  # noqa: E402
 from hgrad.core.config import to_dataclass  # noqa: E402
@@ -163,15 +164,9 @@ def fig4(curves: dict[str, list[dict]], path: str) -> None:
       for ax, axis in zip(axes, ("cpu", "device", "wall")):
         ax.plot(curve[axis] / 60, curve["L"], color=f"C{METHODS.index(method)}", alpha=0.8,
                 linewidth=1, label=LABELS[method] if i == 0 else None)
-  for ax, title in zip(axes, ("CPU time (min, incl. render workers)",
-                              "accelerator time (min, jitted compute)", "total wall time (min)")):
-    ax.set_xlabel(title)
-    ax.set_ylabel("validation L")
-    ax.grid(alpha=0.3)
-  axes[0].legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path, dpi=100)
-  plt.close(fig)
+  plots.finish(fig, axes, ("CPU time (min, incl. render workers)",
+                           "accelerator time (min, jitted compute)", "total wall time (min)"),
+               "validation L", path)
 
 
 def ablation(config, workdir: str) -> tuple[str, dict]:

@@ -77,7 +77,7 @@ class OuterConfig:
 class OuterState(NamedTuple):
   u: jax.Array                # (d,) beta in unit-box coordinates, in [0, 1]: what the optimizer updates
   beta_opt_state: Any         # beta optimizer state (on u)
-  inner: unroll.InnerState    # network params and inner-optimizer state (warm start)
+  inner: unroll.InnerState    # model params and inner-optimizer state (warm start)
   step: jax.Array             # int32 outer step count
   prev_grad: jax.Array        # (d,) last gradient estimate, for the cosine metric
 
