@@ -33,7 +33,7 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.outer = ml_collections.ConfigDict(dict(
       num_perturbations=4, sigma=0.05, learning_rate=0.02, estimator="hybrid",
       directions="gaussian", optimizer="rmsprop", rmsprop_decay=0.9, rmsprop_eps=1e-8,
-      momentum=0.0))
+      momentum=0.0, coordinates="unit"))
   # Global steps (hgrad.core.loop.Schedule): warm-up, outer steps (each followed by
   # train_steps_per_outer plain steps), final plain steps.
   config.schedule = ml_collections.ConfigDict(dict(

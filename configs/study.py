@@ -27,8 +27,14 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.references = ("fixed_steps", "fixed_time", "placebo")
   config.seeds = (0, 1, 2)
   config.last_k = 6                       # evaluations averaged for the smoothed L
+  # Hybrid variants, run as arms "hybrid_NAME" (add them with --config.arms="(...)"):
+  config.variants = ml_collections.ConfigDict({
+      # issue 11: variances on a log scale, bias-corrected optimizer, smaller steps
+      "log_adam": {"outer": {"coordinates": "log", "optimizer": "adam", "learning_rate": 0.01}},
+  })
   config.base = mbii_configs.get_config("smoke" if variant == "smoke" else "cpu")
   if variant == "smoke":
+    config.arms += ("hybrid_log_adam",)
     config.seeds = (0, 1)
     config.last_k = 2
   if variant == "screen":

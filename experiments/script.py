@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from typing import Callable
 
 from absl import app
@@ -19,11 +20,18 @@ def config_and_workdir(config_file: str, help_text: str, workdir_help: str = "Ou
 
 
 def run(main: Callable[[], None]) -> None:
-  """app.run(main) that rejects positional arguments (usually a mistyped flag)."""
+  """app.run(main) that rejects positional arguments (usually a mistyped flag) and turns a
+  SIGINT / SIGTERM of a run into one line and exit code 130 / 143 (the run is saved)."""
+  from hgrad.core import loop
+
   def _main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-    main()
+    try:
+      main()
+    except loop.Interrupted as stop:
+      sys.stderr.write(f"{stop}\n")
+      sys.exit(128 + stop.signum)
   app.run(_main)
 
 

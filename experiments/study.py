@@ -4,8 +4,10 @@
 
 Writes WORKDIR/study.json, study.md and study.png; every (arm, seed) run lives
 in WORKDIR/<arm>/seed<k> and resumes, so rerunning the same command continues
-the study where it stopped.
+the study where it stopped; --report_only summarizes the runs finished so far.
 """
+
+from absl import flags
 
 from experiments import script
 from hgrad import study
@@ -13,10 +15,12 @@ from hgrad import study
 _CONFIG, _WORKDIR = script.config_and_workdir(
     "study.py", "Study config file (variants: smoke, screen, cpu).",
     "Study directory (resumes if it holds one).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False,
+                                 "Run nothing: summarize the runs that have finished.")
 
 
 def main():
-  summary = study.run(_CONFIG.value, _WORKDIR.value)
+  summary = study.run(_CONFIG.value, _WORKDIR.value, report_only=_REPORT_ONLY.value)
   print(study.table(summary))
 
 

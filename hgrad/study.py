@@ -14,6 +14,8 @@ sessions):
                as a hard stop: what a user gets for the same wall time
   retrain      a network trained from scratch at the hybrid run's final beta,
                fixed_steps' schedule: is the learned beta better data?
+  hybrid_NAME  hybrid gradient with `config.variants.NAME` merged into the base
+               config (nested, e.g. {"outer": {"optimizer": "adam"}})
 
 Pairing: every arm of seed k uses config.seed = k, i.e. the same network
 init and, at every step, the same render key (`fold_in(key, step)`); where
@@ -26,6 +28,7 @@ reference arms with 95% t and bootstrap intervals) and study.png.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from typing import Any
@@ -59,22 +62,53 @@ def _fixed_time_schedule(hybrid_dir: str) -> dict:
           "time_budget_s": float(elapsed)}
 
 
+def _variant(config, arm: str) -> dict | None:
+  """The overrides of a `hybrid_NAME` arm (None for the built-in arms)."""
+  if arm in ARMS:
+    return None
+  name = arm[len("hybrid_"):] if arm.startswith("hybrid_") else ""
+  if not name or name not in config.get("variants", {}):
+    raise ValueError(f"unknown arm {arm!r}; choose from {ARMS} or hybrid_NAME with NAME in "
+                     f"config.variants {sorted(config.get('variants', {}))}")
+  return config.variants[name]
+
+
+def _merge(base, overrides, where: str) -> None:
+  """Writes nested `overrides` into `base`; a field the base lacks is an error that names it."""
+  for key, value in overrides.items():
+    if key not in base:
+      raise ValueError(f"variant of arm {where!r}: the base config has no field {key!r}")
+    if hasattr(value, "items"):
+      _merge(base[key], value, where)
+    else:
+      base[key] = value
+
+
+def _label(arm: str) -> str:
+  return LABELS.get(arm) or f"hybrid gradient, {arm[len('hybrid_'):]}"
+
+
 def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   """One (arm, seed) run; the hybrid run of the same seed must exist for fixed_time / retrain."""
-  if arm not in ARMS:
-    raise ValueError(f"unknown arm {arm!r}; choose from {ARMS}")
+  overrides = _variant(config, arm)
+  base = config.base
+  if overrides is not None:
+    base = copy.deepcopy(config.base)
+    _merge(base, overrides, arm)
   run_dir = os.path.join(workdir, arm, f"seed{seed}")
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
-  beta0, overrides, method = None, None, {"hybrid": "hybrid", "placebo": "placebo"}.get(arm, "fixed")
+  beta0, schedule, method = None, None, {"placebo": "placebo"}.get(arm, "fixed")
+  if arm == "hybrid" or overrides is not None:
+    method = "hybrid"
   if arm in NEEDS_HYBRID:
     with open(os.path.join(hybrid_dir, "results.json")) as f:
       hybrid = json.load(f)
     if arm == "retrain":
       beta0 = list(hybrid["beta"].values())
     else:
-      overrides = _fixed_time_schedule(hybrid_dir)
+      schedule = _fixed_time_schedule(hybrid_dir)
   logging.info("study: %s, seed %d -> %s", arm, seed, run_dir)
-  return compare.run_method(config.task, config.base, method, seed, run_dir, beta0, overrides)
+  return compare.run_method(config.task, base, method, seed, run_dir, beta0, schedule)
 
 
 def score(results: dict, workdir: str, last_k: int) -> dict:
@@ -88,6 +122,21 @@ def score(results: dict, workdir: str, last_k: int) -> dict:
   if "synthetic" in results:
     out["unit_distance_final"] = results["synthetic"]["unit_distance_final"]
     out["unit_distance_beta0"] = results["synthetic"]["unit_distance_beta0"]
+    out["per_dimension"] = progress_toward(results["beta0"], results["beta"],
+                                           results["synthetic"]["beta_star"])
+  return out
+
+
+def progress_toward(beta0: dict, beta: dict, beta_star: dict) -> dict:
+  """Per dimension, in units of beta0's distance to beta*: 1 = reached, 0 = no progress, < 0 =
+  moved away; dimensions where beta* equals beta0 report how far they drifted instead."""
+  out = {}
+  for name, target in beta_star.items():
+    start, end = beta0[name], beta[name]
+    if abs(target - start) > 1e-6:
+      out[name] = {"progress": (abs(target - start) - abs(target - end)) / abs(target - start)}
+    else:
+      out[name] = {"drift": end - start}
   return out
 
 
@@ -117,19 +166,29 @@ def table(summary: dict) -> str:
   arms, seeds = summary["arms"], summary["seeds"]
   synthetic = any("unit_distance_final" in s for a in arms.values() for s in a["scores"])
   lines = [f"Study `{summary['name']}` ({summary['task']}, {summary['split']} split): mean ± "
-           f"standard error over seeds {seeds}; L = {summary['metric']}; last-{summary['last_k']} "
-           "= mean of the last evaluations.", "",
-           "| arm | final L | last-k L | steps | wall s |" + (" distance to beta* |" if synthetic
-                                                             else ""),
-           "|---|---|---|---|---|" + ("---|" if synthetic else "")]
+           f"standard error over the seeds listed (of {seeds}); L = {summary['metric']}; "
+           f"last-{summary['last_k']} = mean of the last evaluations.", "",
+           "| arm | seeds | final L | last-k L | steps | wall s |" +
+           (" distance to beta* |" if synthetic else ""),
+           "|---|---|---|---|---|---|" + ("---|" if synthetic else "")]
   for arm, entry in arms.items():
     s = entry["scores"]
-    row = (f"| {LABELS[arm]} | {_mean_se([x['final_L'] for x in s])} | "
+    row = (f"| {_label(arm)} | {','.join(map(str, entry['seeds']))} | "
+           f"{_mean_se([x['final_L'] for x in s])} | "
            f"{_mean_se([x['last_k_L'] for x in s])} | {_mean_se([x['steps'] for x in s])} | "
            f"{_mean_se([x['elapsed_s'] for x in s])} |")
     if synthetic:
       row += f" {_mean_se([x.get('unit_distance_final', np.nan) for x in s])} |"
     lines.append(row)
+  if synthetic:
+    lines += ["", "Per dimension where beta* differs from beta0: mean over seeds of the progress "
+              "toward beta* (1 = reached, 0 = none, < 0 = moved away).", "",
+              "| arm | " + " | ".join(summary["moved_dimensions"]) + " |",
+              "|---|" + "---|" * len(summary["moved_dimensions"])]
+    for arm, entry in arms.items():
+      cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
+                        if "per_dimension" in s]) for n in summary["moved_dimensions"]]
+      lines.append(f"| {_label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
   lines += ["", "Paired differences (arm − reference; negative = arm better), 95% intervals:", "",
             "| arm − reference | measure | mean | t 95% | bootstrap 95% | per seed |",
             "|---|---|---|---|---|---|"]
@@ -152,46 +211,63 @@ def figure(curves: dict[str, list[dict]], path: str) -> None:
       values = np.array([c["L"][:length] for c in runs])
       mean = values.mean(0)
       se = values.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean
-      ax.plot(x, mean, color=f"C{index}", label=LABELS[arm], linewidth=1.2)
+      ax.plot(x, mean, color=f"C{index}", label=_label(arm), linewidth=1.2)
       ax.fill_between(x, mean - se, mean + se, color=f"C{index}", alpha=0.2)
   plots.finish(fig, axes, ("global step", "wall time (s)"), "validation L", path)
 
 
-def run(config, workdir: str) -> dict[str, Any]:
-  """Every arm x seed (hybrid first, so the arms that need it find it), then the outputs."""
-  unknown = sorted(set(config.arms) - set(ARMS))
-  if unknown:
-    raise ValueError(f"unknown study arm(s) {unknown}; choose from {ARMS}")
+def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
+  """Every arm x seed (hybrid first, so the arms that need it find it), then the outputs.
+
+  `report_only`: run nothing; summarize the runs that have finished (paired
+  differences over the seeds both arms have).
+  """
+  for arm in config.arms:
+    _variant(config, arm)                 # unknown arms fail before any run starts
   if set(config.arms) & set(NEEDS_HYBRID) and "hybrid" not in config.arms:
     raise ValueError(f"arms {sorted(set(config.arms) & set(NEEDS_HYBRID))} need the hybrid arm")
   os.makedirs(workdir, exist_ok=True)
-  order = sorted(config.arms, key=lambda a: (a != "hybrid", a in NEEDS_HYBRID, ARMS.index(a)))
-  arms: dict[str, dict] = {arm: {"scores": []} for arm in config.arms}
+  order = sorted(config.arms, key=lambda a: (a != "hybrid", a in NEEDS_HYBRID,
+                                             ARMS.index(a) if a in ARMS else len(ARMS)))
+  scores: dict[str, dict[int, dict]] = {arm: {} for arm in config.arms}
   curves: dict[str, list[dict]] = {arm: [] for arm in config.arms}
   split = metric = None
   for seed in config.seeds:                 # seed by seed: an interrupted study has whole pairs
     for arm in order:
-      results = run_arm(config, arm, seed, workdir)
       run_dir = os.path.join(workdir, arm, f"seed{seed}")
-      arms[arm]["scores"].append(score(results, run_dir, config.last_k))
+      if report_only:
+        if not os.path.exists(os.path.join(run_dir, "results.json")):
+          continue
+        with open(os.path.join(run_dir, "results.json")) as f:
+          results = json.load(f)
+      else:
+        results = run_arm(config, arm, seed, workdir)
+      scores[arm][seed] = score(results, run_dir, config.last_k)
       curves[arm].append(compare.curve(run_dir))
       split = compare.split_of(results)
       metric = "MAE (°)" if "mae" in results[split]["image_mean"] else "RMSE log"
+  arms = {arm: {"seeds": sorted(s), "scores": [s[k] for k in sorted(s)]}
+          for arm, s in scores.items() if s}
+  if not arms:
+    raise FileNotFoundError(f"no finished run under {workdir}")
   differences: dict[str, dict] = {}
-  for arm in config.arms:
+  for arm in arms:
     for reference in config.references:
-      if arm == reference or reference not in arms:
+      common_seeds = sorted(set(scores[arm]) & set(scores.get(reference, {})))
+      if arm == reference or not common_seeds:
         continue
-      a, b = arms[arm]["scores"], arms[reference]["scores"]
       differences[f"{arm} − {reference}"] = {
-          measure: paired([x[measure] for x in a], [x[measure] for x in b])
+          measure: paired([scores[arm][k][measure] for k in common_seeds],
+                          [scores[reference][k][measure] for k in common_seeds])
           for measure in ("final_L", "last_k_L")}
-  summary = {"name": config.name, "task": config.task, "split": split, "metric": metric,
+  first = next(iter(arms.values()))["scores"][0].get("per_dimension", {})
+  summary = {"moved_dimensions": [n for n, v in first.items() if "progress" in v],
+             "name": config.name, "task": config.task, "split": split, "metric": metric,
              "seeds": list(config.seeds), "last_k": config.last_k, "arms": arms,
              "differences": differences}
   with open(os.path.join(workdir, "study.json"), "w") as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, "study.md"), "w") as f:
     f.write(table(summary))
-  figure(curves, os.path.join(workdir, "study.png"))
+  figure({arm: c for arm, c in curves.items() if c}, os.path.join(workdir, "study.png"))
   return summary

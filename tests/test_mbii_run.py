@@ -85,6 +85,36 @@ def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_p
       assert got["L"] == pytest.approx(want["L"], rel=1e-4)
 
 
+def test_sigterm_saves_and_the_same_command_resumes(smoke_run, tmp_path):
+  """SIGTERM (how a session's processes end): checkpoint, one line, exit 143; then resume."""
+  import signal
+  import time
+  reference, data_dir, _ = smoke_run
+  args = [sys.executable, "-m", "experiments.mbii", *SMOKE, f"--workdir={tmp_path}",
+          f"--config.data.dir={data_dir}", "--config.schedule.final_steps=150"]
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and (not metrics.exists() or
+                                    len(metrics.read_text().splitlines()) < 5):
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 143, stderr[-3000:]
+  assert "Traceback" not in stderr
+  last = stderr.strip().splitlines()[-1]
+  assert "interrupted by SIGTERM" in last and "saved step" in last and "resume" in last
+  stopped_at = len(_metrics(tmp_path))
+  assert stopped_at < 160
+  finished = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+  assert finished.returncode == 0, finished.stderr[-3000:]
+  rows = _metrics(tmp_path)
+  assert [r["step"] for r in rows] == list(range(1, 161))
+  for got, want in zip(rows[:10], _metrics(reference)):     # the schedules agree for 10 steps
+    np.testing.assert_allclose(got["beta"], want["beta"], rtol=1e-6)
+
+
 def test_evaluate_script(smoke_run):
   workdir, data_dir, _ = smoke_run
   out = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data={data_dir}",

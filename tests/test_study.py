@@ -30,7 +30,7 @@ def smoke_study(tmp_path_factory):
 def test_study_writes_every_arm_with_paired_seeds_and_intervals(smoke_study):
   with open(smoke_study / "study.json") as f:
     summary = json.load(f)
-  assert set(summary["arms"]) == set(study.ARMS)
+  assert set(summary["arms"]) == set(study.ARMS) | {"hybrid_log_adam"}
   for arm in study.ARMS:
     assert len(summary["arms"][arm]["scores"]) == 2
     for seed in (0, 1):
@@ -65,6 +65,23 @@ def test_arms_are_paired_and_do_what_they_say(smoke_study):
   assert timed[-1]["elapsed_s"] <= hybrid[-1]["elapsed_s"] + max(r["wall_s"] for r in timed)
 
 
+def test_a_variant_arm_runs_hybrid_with_its_overrides(smoke_study):
+  with open(smoke_study / "hybrid_log_adam" / "seed0" / "config.json") as f:
+    config = json.load(f)
+  assert config["outer"]["coordinates"] == "log" and config["outer"]["optimizer"] == "adam"
+  assert config["outer"]["estimator"] == "hybrid"
+
+
+def test_unknown_arms_and_variant_fields_are_named():
+  import configs.study as study_configs
+  config = study_configs.get_config("smoke")
+  with pytest.raises(ValueError, match="unknown arm 'hybrid_nope'"):
+    study.run_arm(config, "hybrid_nope", 0, "/nonexistent")
+  config.variants.typo = {"outer": {"lr": 0.1}}
+  with pytest.raises(ValueError, match="no field 'lr'"):
+    study.run_arm(config, "hybrid_typo", 0, "/nonexistent")
+
+
 def test_rerunning_a_finished_study_redoes_nothing(smoke_study):
   before = {p: os.path.getmtime(p) for p in smoke_study.glob("*/seed*/results.json")}
   result = _study(smoke_study)
@@ -78,3 +95,25 @@ def test_paired_intervals():
   assert out["t95"][0] < 0.5 < out["t95"][1]
   assert 0.4 - 1e-9 <= out["bootstrap95"][0] <= 0.5 <= out["bootstrap95"][1] <= 0.6 + 1e-9
   assert out["t95"] == pytest.approx([0.5 - 4.303 * 0.1 / 3 ** 0.5, 0.5 + 4.303 * 0.1 / 3 ** 0.5], rel=1e-3)
+
+
+def test_report_only_summarizes_finished_runs_and_pairs_common_seeds(smoke_study, tmp_path):
+  import shutil
+  import configs.study as study_configs
+  copy = tmp_path / "partial"
+  shutil.copytree(smoke_study, copy)
+  shutil.rmtree(copy / "placebo" / "seed1")                    # as if it had not finished
+  summary = study.run(study_configs.get_config("smoke"), str(copy), report_only=True)
+  assert summary["arms"]["placebo"]["seeds"] == [0]
+  assert summary["arms"]["hybrid"]["seeds"] == [0, 1]
+  assert summary["differences"]["placebo − fixed_steps"]["final_L"]["n"] == 1
+  assert summary["differences"]["hybrid − fixed_steps"]["final_L"]["n"] == 2
+  assert not (copy / "placebo" / "seed1").exists()              # nothing was run
+  assert "progress toward beta*" not in (copy / "study.md").read_text()   # real data: no beta*
+
+
+def test_progress_toward_beta_star_per_dimension():
+  out = study.progress_toward({"a": 0.0, "b": 1.0, "c": 0.5}, {"a": 0.5, "b": 1.2, "c": 0.0},
+                              {"a": 1.0, "b": 1.0, "c": 1.0})
+  assert out["a"] == {"progress": 0.5} and out["c"] == {"progress": -1.0}
+  assert out["b"]["drift"] == pytest.approx(0.2)

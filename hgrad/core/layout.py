@@ -13,13 +13,18 @@ import numpy as np
 
 
 class ParamSpec(NamedTuple):
-  """One dimension of beta: its name, valid box and documented default."""
+  """One dimension of beta: its name, valid box and documented default.
+
+  `log_scale`: a positive quantity (a variance) whose natural steps are
+  relative; in "log" coordinates the optimizer moves its logarithm.
+  """
 
   name: str
   low: float
   high: float
   default: float
   doc: str = ""
+  log_scale: bool = False
 
 
 class ParamLayout:
@@ -37,6 +42,10 @@ class ParamLayout:
     bad = np.nonzero((self.low > self.default) | (self.default > self.high))[0]
     if bad.size:
       raise ValueError(f"{name}: default outside the box for {self.describe(bad)}")
+    self.log_scale = np.array([s.log_scale for s in self.specs], bool)
+    bad = np.nonzero(self.log_scale & (self.low <= 0))[0]
+    if bad.size:
+      raise ValueError(f"{name}: log_scale needs a positive lower bound for {self.describe(bad)}")
 
   @property
   def dim(self) -> int:
@@ -72,6 +81,32 @@ class ParamLayout:
   def from_unit(self, u):
     return self.low + u * (self.high - self.low)
 
+  def to_coords(self, beta, coordinates: str = "unit"):
+    """The optimizer's coordinates, each dimension in [0, 1] over its box.
+
+    "unit": linear, (beta - low) / (high - low). "log": the same for every
+    `log_scale` dimension's logarithm, so a step means the same relative
+    change of a variance at 1e-3 and at 0.5. Works on numpy and jax arrays.
+    """
+    if coordinates == "unit":
+      return self.to_unit(beta)
+    _check_coordinates(coordinates)
+    xp = _array_module(beta)
+    log_low, log_high = np.log(np.where(self.log_scale, self.low, 1.0)), np.log(
+        np.where(self.log_scale, self.high, 2.0))
+    log_u = (xp.log(xp.where(self.log_scale, beta, 1.0)) - log_low) / (log_high - log_low)
+    return xp.where(self.log_scale, log_u, self.to_unit(beta))
+
+  def from_coords(self, u, coordinates: str = "unit"):
+    """Inverse of `to_coords`."""
+    if coordinates == "unit":
+      return self.from_unit(u)
+    _check_coordinates(coordinates)
+    xp = _array_module(u)
+    log_low, log_high = np.log(np.where(self.log_scale, self.low, 1.0)), np.log(
+        np.where(self.log_scale, self.high, 2.0))
+    return xp.where(self.log_scale, xp.exp(log_low + u * (log_high - log_low)), self.from_unit(u))
+
   def unit_distance(self, beta_a, beta_b) -> float:
     """Euclidean distance in unit-box coordinates (how far a run moved beta, or is from beta*)."""
     return float(np.linalg.norm(self.to_unit(np.asarray(beta_a)) - self.to_unit(np.asarray(beta_b))))
@@ -84,5 +119,22 @@ class ParamLayout:
     """Markdown table of the layout, for docs and BUILD_NOTES."""
     rows = ["| # | name | low | high | default | meaning |", "|---|---|---|---|---|---|"]
     for i, s in enumerate(self.specs):
-      rows.append(f"| {i} | {s.name} | {s.low:g} | {s.high:g} | {s.default:g} | {s.doc} |")
+      scale = " (log scale)" if s.log_scale else ""
+      rows.append(f"| {i} | {s.name} | {s.low:g} | {s.high:g} | {s.default:g} | {s.doc}{scale} |")
     return "\n".join(rows)
+
+
+COORDINATES = ("unit", "log")
+
+
+def _check_coordinates(coordinates: str) -> None:
+  if coordinates not in COORDINATES:
+    raise ValueError(f"coordinates must be one of {COORDINATES}, got {coordinates!r}")
+
+
+def _array_module(x):
+  """jax.numpy for jax arrays and tracers, numpy otherwise (no jax import for numpy users)."""
+  if type(x).__module__.startswith(("jax", "jaxlib")):
+    import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+    return jnp
+  return np

@@ -9,14 +9,17 @@ the learned distribution, which is what it was learned for). Every step's key is
 schedule is a function of the step alone, so a run restored from a checkpoint
 replays exactly what an uninterrupted run does. `time_budget_s` > 0 ends the
 run once that much step time has passed (the fixed-beta yardstick uses it).
+SIGINT and SIGTERM end the run after saving its state (`Interrupted`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import threading
 import time
 from typing import Any, Callable, NamedTuple
 
@@ -28,6 +31,38 @@ from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.outer import HybridGradient, OuterState
 
 METRICS_FILE = "metrics.jsonl"
+
+
+class Interrupted(Exception):
+  """SIGINT or SIGTERM stopped a run; everything up to `step` is checkpointed."""
+
+  def __init__(self, signum: int, step: int, workdir: str):
+    self.signum, self.step, self.workdir = signum, step, workdir
+    super().__init__(f"interrupted by {signal.Signals(signum).name} at step {step}; saved step "
+                     f"{step} in {workdir}: run the same command to resume")
+
+
+class _Stop(Exception):
+  def __init__(self, signum: int):
+    super().__init__(signum)
+    self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+  """SIGINT / SIGTERM raise `_Stop` between steps' Python code, so the loop can save and end."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  def handler(signum, frame):
+    del frame
+    raise _Stop(signum)
+  previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+  try:
+    yield
+  finally:
+    for s, h in previous.items():
+      signal.signal(s, h)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -142,8 +177,9 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
 
   saved_step = int(state.step)
   recent: dict[str, list[float]] = {}
+  stopped_by = None
   try:
-    with open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
+    with _stop_on_signals(), open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
       while int(state.step) < schedule.total_steps:
         if schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s:
           logging.info("time budget of %.0f s reached at step %d", schedule.time_budget_s,
@@ -190,10 +226,14 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
           saved_step = step + 1
         if step + 1 == schedule.kill_at_step:
           os.kill(os.getpid(), signal.SIGKILL)
+  except _Stop as stop:
+    stopped_by = stop.signum
   finally:
     if int(state.step) != saved_step:
       save(int(state.step))
     checkpointer.close()
+  if stopped_by is not None:
+    raise Interrupted(stopped_by, int(state.step), workdir)
   layout = hg.layout
   results = {"task": task.name, "steps": int(state.step), "elapsed_s": meta["elapsed_s"],
              "host_render_s": meta["host_render_s"], "cpu_s": meta["cpu_s"],

@@ -11,9 +11,11 @@ the inner and beta optax transformations; nothing here names a network or a
 loss. `OuterConfig.estimator = "random_search"` swaps the estimator for Basic
 Random Search behind the same step (the baseline of the comparison).
 
-The state holds u = (beta - low) / (high - low), the unit-box coordinates the
-beta optimizer updates, so sigma and the learning rate mean the same for a
-probability and a log-mean; beta is derived from u (`HybridGradient.beta`).
+The state holds u, the coordinates the beta optimizer updates: by default
+(beta - low) / (high - low), so sigma and the learning rate mean the same for
+a probability and a log-mean; with `OuterConfig.coordinates = "log"` the
+layout's variances move on a log scale. beta is derived from u
+(`HybridGradient.beta`).
 The step's key is `fold_in(key, state.step)`: a resumed run replays the keys
 of an uninterrupted one.
 
@@ -35,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from hgrad.core import estimator
 from hgrad.core import unroll
-from hgrad.core.layout import ParamLayout
+from hgrad.core.layout import COORDINATES, ParamLayout
 
 AXIS = "devices"
 GenerateBatch = Callable[[jax.Array, jax.Array], Any]
@@ -50,7 +52,9 @@ class OuterConfig:
   learning_rate: float = 0.02      # step on u
   estimator: str = "hybrid"        # a key of estimator.ESTIMATORS ("hybrid", "random_search")
   directions: str = "gaussian"     # or "orthogonal": no projection noise at m = dim(beta)
-  optimizer: str = "rmsprop"       # "rmsprop" (the paper) or "sgd" (Basic Random Search V1)
+  optimizer: str = "rmsprop"       # "rmsprop" (the paper), "adam" (bias-corrected) or "sgd" (BRS V1)
+  coordinates: str = "unit"        # the optimizer's coordinates: "unit" box, or "log" for the
+                                   # layout's log_scale dimensions (variances: relative steps)
   rmsprop_decay: float = 0.9
   rmsprop_eps: float = 1e-8
   momentum: float = 0.0            # > 0: heavy-ball averaging of the noisy estimates
@@ -64,8 +68,12 @@ class OuterConfig:
     if self.directions not in estimator.DIRECTIONS:
       raise ValueError(f"OuterConfig.directions must be one of {estimator.DIRECTIONS}, "
                        f"got {self.directions!r}")
-    if self.optimizer not in ("rmsprop", "sgd"):
-      raise ValueError(f"OuterConfig.optimizer must be 'rmsprop' or 'sgd', got {self.optimizer!r}")
+    if self.optimizer not in ("rmsprop", "adam", "sgd"):
+      raise ValueError(f"OuterConfig.optimizer must be 'rmsprop', 'adam' or 'sgd', got "
+                       f"{self.optimizer!r}")
+    if self.coordinates not in COORDINATES:
+      raise ValueError(f"OuterConfig.coordinates must be one of {COORDINATES}, got "
+                       f"{self.coordinates!r}")
     if self.num_perturbations < 1:
       raise ValueError(f"OuterConfig.num_perturbations must be >= 1, got {self.num_perturbations}")
     if not self.sigma > 0:
@@ -113,6 +121,9 @@ def make_beta_optimizer(config: OuterConfig) -> optax.GradientTransformation:
   momentum = config.momentum or None
   if config.optimizer == "sgd":
     return optax.sgd(config.learning_rate, momentum=momentum)
+  if config.optimizer == "adam":     # bias-corrected: the first steps are ~lr, not 2-3x lr
+    return optax.adam(config.learning_rate, b1=config.momentum or 0.9, b2=config.rmsprop_decay,
+                      eps=config.rmsprop_eps)
   return optax.rmsprop(config.learning_rate, decay=config.rmsprop_decay, eps=config.rmsprop_eps,
                        momentum=momentum)
 
@@ -151,7 +162,7 @@ class HybridGradient:
 
   def beta(self, state: OuterState) -> jax.Array:
     """beta in the layout's units (inside the box)."""
-    return self.layout.from_unit(state.u)
+    return self.layout.from_coords(state.u, self.outer.coordinates)
 
   def init(self, beta0, params, *, what: str = "beta0") -> OuterState:
     """The state before any step (also the structure a checkpoint is restored into).
@@ -159,7 +170,8 @@ class HybridGradient:
     beta0 is checked here, where a user's beta enters the engine (a bad value
     names `what`), and clipped to the box.
     """
-    u0 = np.clip(self.layout.to_unit(self.layout.check(beta0, what=what)), 0.0, 1.0)
+    u0 = np.clip(self.layout.to_coords(self.layout.check(beta0, what=what),
+                                       self.outer.coordinates), 0.0, 1.0)
     params = jax.tree.map(jnp.asarray, params)
     return OuterState(
         u=jnp.asarray(u0, jnp.float32),
@@ -175,7 +187,7 @@ class HybridGradient:
 
   def generate_unit(self, u: jax.Array, key: jax.Array):
     """The n training samples of one outer step at unit-box coordinates u."""
-    return self._generate_batch(self.layout.from_unit(u), key)
+    return self._generate_batch(self.layout.from_coords(u, self.outer.coordinates), key)
 
   def loss_of_data(self, inner_state: unroll.InnerState) -> Callable[[Any], Any]:
     """data -> (L after K steps from `inner_state` on data, (trained state, train losses))."""

@@ -38,7 +38,8 @@ _VAR_LOW = 1e-4
 
 
 def _spec(name, low, high, default, doc):
-  return ParamSpec(name, low, high, default, doc)
+  """Variances (`*_var`, `*_logvar`) are positive and relative: log scale for the optimizer."""
+  return ParamSpec(name, low, high, default, doc, log_scale=name.endswith("var"))
 
 
 CSG_LAYOUT = ParamLayout("csg", [

@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from hgrad import viz  # noqa: E402
 from hgrad.core.checkpoint import Checkpointer  # noqa: E402
 from hgrad.tasks import metrics  # noqa: E402
+from hgrad.tasks import registry  # noqa: E402
 
 ERROR_SCALE_DEG = 60.0
 
@@ -68,7 +69,6 @@ def panel(data, pred_normals: np.ndarray, names, path: str) -> None:
 
 def evaluate_run(workdir: str, data: str, split: str) -> dict:
   """Writes WORKDIR/eval_<split>.json (and eval_<split>.png where the task draws one)."""
-  from hgrad.tasks import registry  # the registry imports every task module
   config, params, step = load_run(workdir)
   task = registry.get(config.get("task", "mbii"))
   if split not in task.SPLITS:

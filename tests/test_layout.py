@@ -1,0 +1,85 @@
+"""beta's layouts and the optimizer's coordinates (unit box, log scale for variances)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hgrad.core import outer
+from hgrad.core import unroll
+from hgrad.core.layout import ParamLayout, ParamSpec
+from hgrad.generators.csg import CSG_LAYOUT
+
+SIGMA = 0.05
+
+
+@pytest.mark.parametrize("coordinates", ["unit", "log"])
+def test_coordinates_round_trip_numpy_and_jax(coordinates):
+  rng = np.random.default_rng(0)
+  betas = CSG_LAYOUT.low + rng.uniform(size=(50, CSG_LAYOUT.dim)) * (CSG_LAYOUT.high - CSG_LAYOUT.low)
+  betas = np.vstack([betas, CSG_LAYOUT.low, CSG_LAYOUT.high, CSG_LAYOUT.default]).astype(np.float32)
+  u = CSG_LAYOUT.to_coords(betas, coordinates)
+  assert np.all((u >= -1e-6) & (u <= 1 + 1e-6))
+  np.testing.assert_allclose(CSG_LAYOUT.from_coords(u, coordinates), betas, rtol=1e-4, atol=1e-6)
+  u_jax = jax.jit(lambda b: CSG_LAYOUT.to_coords(b, coordinates))(jnp.asarray(betas))
+  np.testing.assert_allclose(u_jax, u, rtol=1e-5, atol=1e-6)
+
+
+def test_log_coordinates_keep_every_dimensions_meaning():
+  """Only the variances change scale; the means, probabilities and their units do not."""
+  names = [s.name for s in CSG_LAYOUT.specs if s.log_scale]
+  assert names and all(n.endswith("var") for n in names) and len(names) == 11
+  u_unit = CSG_LAYOUT.to_coords(CSG_LAYOUT.default, "unit")
+  u_log = CSG_LAYOUT.to_coords(CSG_LAYOUT.default, "log")
+  np.testing.assert_allclose(u_log[~CSG_LAYOUT.log_scale], u_unit[~CSG_LAYOUT.log_scale])
+  assert "(log scale)" in CSG_LAYOUT.table()
+
+
+def test_no_plus_minus_pair_is_clipped_at_the_defaults_in_log_coordinates():
+  """+-2 sigma around beta0 stays in the box for every dimension; in the unit box it does not."""
+  def clipped(coordinates):
+    u = CSG_LAYOUT.to_coords(CSG_LAYOUT.default, coordinates)
+    return [CSG_LAYOUT.names[i] for i in np.nonzero((u - 2 * SIGMA < 0) | (u + 2 * SIGMA > 1))[0]]
+  assert clipped("log") == []
+  assert "translate_x_var" in clipped("unit")        # the paper's parameterization cuts them
+
+
+def test_log_scale_needs_a_positive_lower_bound():
+  with pytest.raises(ValueError, match="log_scale needs a positive lower bound for 0 \\(v\\)"):
+    ParamLayout("bad", [ParamSpec("v", 0.0, 1.0, 0.5, log_scale=True)])
+  with pytest.raises(ValueError, match="coordinates must be one of"):
+    CSG_LAYOUT.to_coords(CSG_LAYOUT.default, "logit")
+
+
+def test_engine_optimizes_log_coordinates_with_adam():
+  layout = ParamLayout("toy", [ParamSpec("x_mean", -2.0, 2.0, -1.0),
+                               ParamSpec("x_var", 1e-3, 1.0, 0.01, log_scale=True)])
+
+  def generate(beta, key):
+    x = beta[0] + jnp.sqrt(beta[1]) * jax.random.normal(key, (1,))
+    return {"x": x, "y": jnp.sin(3 * x)}
+  x_real = jnp.linspace(0.5, 1.5, 32)[:, None]
+
+  def train_loss(params, batch):
+    return jnp.mean((jnp.sin(batch["x"]) * params["w"] + params["b"] - batch["y"]) ** 2)
+  hg = outer.HybridGradient(
+      generate, layout, train_loss=train_loss,
+      eval_loss=lambda p: train_loss(p, {"x": x_real, "y": jnp.sin(3 * x_real)}),
+      inner=unroll.InnerConfig(steps=2, batch_size=4),
+      outer=outer.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=0.05,
+                              optimizer="adam", coordinates="log", directions="orthogonal"))
+  state = hg.init(layout.default, {"w": jnp.zeros(()), "b": jnp.zeros(())})
+  np.testing.assert_allclose(hg.beta(state), layout.default, rtol=1e-5)
+  np.testing.assert_allclose(state.u[1], np.log(0.01 / 1e-3) / np.log(1.0 / 1e-3), rtol=1e-5)
+  first, _ = hg.outer_step(state, jax.random.key(0))
+  # Adam's first step moves every coordinate by ~lr (bias-corrected), not 2-3x lr.
+  np.testing.assert_allclose(np.abs(first.u - state.u), 0.05, rtol=0.05)
+  beta = np.asarray(hg.beta(first))
+  assert np.all((beta >= layout.low) & (beta <= layout.high))
+
+
+def test_bad_outer_config_values_are_named():
+  with pytest.raises(ValueError, match="OuterConfig.coordinates"):
+    outer.OuterConfig(coordinates="logit")
+  with pytest.raises(ValueError, match="OuterConfig.optimizer"):
+    outer.OuterConfig(optimizer="lion")
