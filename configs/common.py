@@ -4,14 +4,7 @@ Every field below is checked against its dataclass when the run starts
 (`hgrad.core.config.to_dataclass`): a typo'd override fails with the field's name.
 """
 
-import dataclasses
-
 import ml_collections
-
-
-def as_config(instance) -> ml_collections.ConfigDict:
-  """A dataclass's fields as a ConfigDict (generator and data settings, documented beside them)."""
-  return ml_collections.ConfigDict(dataclasses.asdict(instance))
 
 
 def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

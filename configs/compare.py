@@ -12,11 +12,9 @@ ARG is TASK or TASK_smoke with TASK in mbii (default), nyu, face:
 
 import ml_collections
 
-from configs import common
 from configs import face as face_configs
 from configs import mbii as mbii_configs
 from configs import nyu as nyu_configs
-from hgrad.baselines.evolution import EvolutionConfig
 
 _BASES = {"mbii": mbii_configs, "nyu": nyu_configs, "face": face_configs}
 
@@ -39,7 +37,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       {"num_perturbations": min(4, config.base.outer.num_perturbations), "directions": "gaussian"})
   if task == "mbii":
     config.methods = ["hybrid", "random_search", "evolution", "fixed"]
-    config.base.evolution = common.as_config(EvolutionConfig())
+    # Shape Evolution (hgrad.baselines.evolution.EvolutionConfig).
+    config.base.evolution = ml_collections.ConfigDict(dict(
+        initial_population=16, max_population=64, candidates=9, survivors=2, mutation_prob=0.7,
+        perturb_std=0.25))
     # Shape Evolution evaluates as many candidates as random search evaluates directions.
     config.base.evolution.candidates = 2 * config.base.random_search.num_perturbations + 1
     if smoke:

@@ -4,11 +4,9 @@
   python -m experiments.gallery --workdir=/tmp/gallery --config.csg.max_depth=2
 """
 
-import dataclasses
-
 import ml_collections
 
-from hgrad.generators.csg import CSGConfig
+from configs import mbii as mbii_configs
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -19,5 +17,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.seed = 0
   config.scale = 2              # upscale factor of the PNG
   config.num_workers = 0        # 16 samples: rendering in-process is fastest
-  config.csg = ml_collections.ConfigDict(dataclasses.asdict(CSGConfig()))
+  config.csg = mbii_configs.get_config("cpu").csg     # the grammar the MIT-Berkeley run uses
   return config
