@@ -186,6 +186,8 @@ def table(summary: dict) -> str:
               "| arm | " + " | ".join(summary["moved_dimensions"]) + " |",
               "|---|" + "---|" * len(summary["moved_dimensions"])]
     for arm, entry in arms.items():
+      if arm in ("fixed_steps", "fixed_time", "retrain"):    # beta does not move in these runs
+        continue
       cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
                         if "per_dimension" in s]) for n in summary["moved_dimensions"]]
       lines.append(f"| {_label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
