@@ -9,7 +9,7 @@ the learned distribution, which is what it was learned for). Every step's key is
 schedule is a function of the step alone, so a run restored from a checkpoint
 replays exactly what an uninterrupted run does. `time_budget_s` > 0 ends the
 run once that much step time has passed (the fixed-beta yardstick uses it).
-SIGINT and SIGTERM end the run after saving its state (`Interrupted`).
+SIGINT and SIGTERM end the run after the current step and save it (`Interrupted`).
 """
 
 from __future__ import annotations
@@ -48,18 +48,29 @@ class _Stop(Exception):
     self.signum = signum
 
 
+class _StopRequest:
+  """Set by SIGINT / SIGTERM; the loop honours it at the next step boundary."""
+  signum: int | None = None
+  saving: bool = False
+
+
 @contextlib.contextmanager
 def _stop_on_signals():
-  """SIGINT / SIGTERM raise `_Stop` between steps' Python code, so the loop can save and end."""
+  """The first SIGINT / SIGTERM asks the loop to stop after the current step (it then saves);
+  a second one stops at once, except during a checkpoint save (orbax must not be cut)."""
+  request = _StopRequest()
   if threading.current_thread() is not threading.main_thread():
-    yield
+    yield request
     return
+
   def handler(signum, frame):
     del frame
-    raise _Stop(signum)
+    if request.signum is not None and not request.saving:
+      raise _Stop(signum)
+    request.signum = signum
   previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
   try:
-    yield
+    yield request
   finally:
     for s, h in previous.items():
       signal.signal(s, h)
@@ -179,8 +190,12 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   recent: dict[str, list[float]] = {}
   stopped_by = None
   try:
-    with _stop_on_signals(), open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
+    with _stop_on_signals() as stop, \
+        open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
       while int(state.step) < schedule.total_steps:
+        if stop.signum is not None:
+          stopped_by = stop.signum
+          break
         if schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s:
           logging.info("time budget of %.0f s reached at step %d", schedule.time_budget_s,
                        int(state.step))
@@ -189,26 +204,28 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
         phase = schedule.phase(step)
         reset_stats()
         start, cpu_start = time.perf_counter(), time.process_time()
-        state, metrics = step_fn(state, phase, key)
+        new_state, metrics = step_fn(state, phase, key)
         metrics = jax.device_get(metrics)
         wall = time.perf_counter() - start
         host_stats = reset_stats()
         host = float(host_stats.get("host_wall_s", 0.0))
         cpu = time.process_time() - cpu_start + float(host_stats.get("worker_cpu_s", 0.0))
-        meta["elapsed_s"] += wall
-        meta["host_render_s"] += host
-        meta["cpu_s"] += cpu
+        new_meta = dict(meta, elapsed_s=meta["elapsed_s"] + wall,
+                        host_render_s=meta["host_render_s"] + host, cpu_s=meta["cpu_s"] + cpu)
         record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
-                  "device_s": max(wall - host, 0.0), "cpu_s": cpu, "elapsed_s": meta["elapsed_s"],
-                  "train_loss": float(metrics["train_loss"]),
-                  "beta": np.asarray(hg.beta(state), np.float64).tolist()}
+                  "device_s": max(wall - host, 0.0), "cpu_s": cpu,
+                  "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
+                  "beta": np.asarray(hg.beta(new_state), np.float64).tolist()}
         record.update({k: float(metrics[k]) for k in ("L", "grad_norm", "grad_cosine")
                        if k in metrics and (phase == "outer" or k != "L")})
         if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
                                   step + 1 == schedule.total_steps):
-          record["L"] = float(hg.evaluate(state.inner.params))
+          record["L"] = float(hg.evaluate(new_state.inner.params))
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
+        # The step counts from here: a stop before this line leaves the previous state (and
+        # its line is dropped on resume), a stop after it saves this state with its line.
+        state, meta = new_state, new_meta
         history.append(record)
         kind = lambda p: "outer" if p == "outer" else "plain"  # noqa: E731
         recent.setdefault(kind(phase), []).append(wall)
@@ -222,12 +239,13 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                      f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
                      wall, host, _format_eta(remaining))
         if (step + 1) % schedule.checkpoint_every == 0:
+          stop.saving = True
           save(step + 1)
-          saved_step = step + 1
+          saved_step, stop.saving = step + 1, False
         if step + 1 == schedule.kill_at_step:
           os.kill(os.getpid(), signal.SIGKILL)
-  except _Stop as stop:
-    stopped_by = stop.signum
+  except _Stop as immediate:
+    stopped_by = immediate.signum
   finally:
     if int(state.step) != saved_step:
       save(int(state.step))
