@@ -253,10 +253,13 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   if not arms:
     raise FileNotFoundError(f"no finished run under {workdir}")
   differences: dict[str, dict] = {}
+  references = list(config.references)
   for arm in arms:
-    for reference in config.references:
+    for reference in references:
       common_seeds = sorted(set(scores[arm]) & set(scores.get(reference, {})))
-      if arm == reference or not common_seeds:
+      # Each pair once: an arm against every reference, references against later ones.
+      if arm == reference or not common_seeds or (
+          arm in references and references.index(arm) > references.index(reference)):
         continue
       differences[f"{arm} − {reference}"] = {
           measure: paired([scores[arm][k][measure] for k in common_seeds],

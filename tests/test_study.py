@@ -106,7 +106,8 @@ def test_report_only_summarizes_finished_runs_and_pairs_common_seeds(smoke_study
   summary = study.run(study_configs.get_config("smoke"), str(copy), report_only=True)
   assert summary["arms"]["placebo"]["seeds"] == [0]
   assert summary["arms"]["hybrid"]["seeds"] == [0, 1]
-  assert summary["differences"]["placebo − fixed_steps"]["final_L"]["n"] == 1
+  assert summary["differences"]["fixed_steps − placebo"]["final_L"]["n"] == 1
+  assert "placebo − fixed_steps" not in summary["differences"]          # each pair once
   assert summary["differences"]["hybrid − fixed_steps"]["final_L"]["n"] == 2
   assert not (copy / "placebo" / "seed1").exists()              # nothing was run
   assert "progress toward beta*" not in (copy / "study.md").read_text()   # real data: no beta*
