@@ -46,6 +46,9 @@ class ParamLayout:
     bad = np.nonzero(self.log_scale & (self.low <= 0))[0]
     if bad.size:
       raise ValueError(f"{name}: log_scale needs a positive lower bound for {self.describe(bad)}")
+    # Log-box bounds of the log_scale dimensions (placeholders 0 and log 2 elsewhere).
+    self._log_low = np.log(np.where(self.log_scale, self.low, 1.0))
+    self._log_high = np.log(np.where(self.log_scale, self.high, 2.0))
 
   @property
   def dim(self) -> int:
@@ -92,9 +95,8 @@ class ParamLayout:
       return self.to_unit(beta)
     _check_coordinates(coordinates)
     xp = _array_module(beta)
-    log_low, log_high = np.log(np.where(self.log_scale, self.low, 1.0)), np.log(
-        np.where(self.log_scale, self.high, 2.0))
-    log_u = (xp.log(xp.where(self.log_scale, beta, 1.0)) - log_low) / (log_high - log_low)
+    log_u = ((xp.log(xp.where(self.log_scale, beta, 1.0)) - self._log_low) /
+             (self._log_high - self._log_low))
     return xp.where(self.log_scale, log_u, self.to_unit(beta))
 
   def from_coords(self, u, coordinates: str = "unit"):
@@ -103,9 +105,8 @@ class ParamLayout:
       return self.from_unit(u)
     _check_coordinates(coordinates)
     xp = _array_module(u)
-    log_low, log_high = np.log(np.where(self.log_scale, self.low, 1.0)), np.log(
-        np.where(self.log_scale, self.high, 2.0))
-    return xp.where(self.log_scale, xp.exp(log_low + u * (log_high - log_low)), self.from_unit(u))
+    log_beta = self._log_low + u * (self._log_high - self._log_low)
+    return xp.where(self.log_scale, xp.exp(log_beta), self.from_unit(u))
 
   def unit_distance(self, beta_a, beta_b) -> float:
     """Euclidean distance in unit-box coordinates (how far a run moved beta, or is from beta*)."""
