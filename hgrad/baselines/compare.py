@@ -37,6 +37,7 @@ from hgrad import plots  # noqa: E402
 from hgrad.baselines import evolution  # noqa: E402
 from hgrad.core import loop  # noqa: E402
 from hgrad.core.config import to_dataclass  # noqa: E402
+from hgrad.tasks import common  # noqa: E402
 from hgrad.tasks import registry  # noqa: E402
 
 METHODS = ("hybrid", "random_search", "evolution", "fixed", "random_beta", "placebo")
@@ -101,17 +102,11 @@ def run_method(task_name: str, base, method: str, seed: int, workdir: str, beta0
   if method == "evolution" and task_name != "mbii":
     raise ValueError("Shape Evolution evolves CSG shapes: it runs on the mbii task only")
   config = method_config(base, method, seed, beta0, task_module.LAYOUT, schedule_overrides)
-  task, schedule = task_module.build(config)
-  if method == "evolution":
-    task = _evolution_task(task, config)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
-  try:
-    results = loop.run(task, schedule, workdir, config.seed)
-  finally:
-    task.generator.close()
-  return results
+
+  def build(config):
+    task, schedule = task_module.build(config)
+    return (_evolution_task(task, config) if method == "evolution" else task), schedule
+  return common.run(build, config, workdir)
 
 
 def curve(workdir: str) -> dict[str, np.ndarray]:
