@@ -25,6 +25,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "mbii"
   config.arms = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain")   # tuples: overridable by flag
   config.references = ("fixed_steps", "fixed_time", "placebo")
+  # Also: "oracle" (beta frozen at the synthetic target's beta*: the ceiling; synthetic only).
   config.seeds = (0, 1, 2)
   config.last_k = 6                       # evaluations averaged for the smoothed L
   # Hybrid variants, run as arms "hybrid_NAME" (add them with --config.arms="(...)"):

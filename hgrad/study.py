@@ -14,6 +14,8 @@ sessions):
                as a hard stop: what a user gets for the same wall time
   retrain      a network trained from scratch at the hybrid run's final beta,
                fixed_steps' schedule: is the learned beta better data?
+  oracle       beta frozen at the synthetic target's hidden beta*, fixed_steps'
+               schedule: the most any beta could give (synthetic testbed only)
   hybrid_NAME  hybrid gradient with `config.variants.NAME` merged into the base
                config (nested, e.g. {"outer": {"optimizer": "adam"}})
 
@@ -44,12 +46,14 @@ from absl import logging  # noqa: E402
 from hgrad import plots  # noqa: E402
 from hgrad.baselines import compare  # noqa: E402
 from hgrad.core import loop  # noqa: E402
+from hgrad.tasks import registry  # noqa: E402
 
-ARMS = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain")
+ARMS = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain", "oracle")
 NEEDS_HYBRID = ("fixed_time", "retrain")
 LABELS = {"hybrid": "hybrid gradient", "placebo": "placebo (random direction, same norm)",
           "fixed_steps": "fixed beta0, equal steps", "fixed_time": "fixed beta0, equal wall time",
-          "retrain": "retrained at the hybrid run's final beta"}
+          "retrain": "retrained at the hybrid run's final beta",
+          "oracle": "fixed at the hidden beta* (synthetic only)"}
 
 
 def _fixed_time_schedule(hybrid_dir: str) -> dict:
@@ -84,6 +88,16 @@ def _merge(base, overrides, where: str) -> None:
       base[key] = value
 
 
+def _oracle_beta(config) -> list[float]:
+  """beta* of the task's synthetic target; an error where there is none (real data configured)."""
+  known = getattr(registry.get(config.task), "known_beta_star", None)
+  beta_star = known(config.base) if known is not None else None
+  if beta_star is None:
+    raise ValueError(f"arm 'oracle' needs a synthetic target with a known beta*: task "
+                     f"{config.task!r} has none with this config (is a dataset configured?)")
+  return [float(b) for b in beta_star]
+
+
 def _label(arm: str) -> str:
   return LABELS.get(arm) or f"hybrid gradient, {arm[len('hybrid_'):]}"
 
@@ -107,6 +121,8 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
       beta0 = list(hybrid["beta"].values())
     else:
       schedule = _fixed_time_schedule(hybrid_dir)
+  if arm == "oracle":
+    beta0 = _oracle_beta(config)
   logging.info("study: %s, seed %d -> %s", arm, seed, run_dir)
   return compare.run_method(config.task, base, method, seed, run_dir, beta0, schedule)
 
@@ -186,7 +202,7 @@ def table(summary: dict) -> str:
               "| arm | " + " | ".join(summary["moved_dimensions"]) + " |",
               "|---|" + "---|" * len(summary["moved_dimensions"])]
     for arm, entry in arms.items():
-      if arm in ("fixed_steps", "fixed_time", "retrain"):    # beta does not move in these runs
+      if arm in ("fixed_steps", "fixed_time", "retrain", "oracle"):   # beta does not move
         continue
       cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
                         if "per_dimension" in s]) for n in summary["moved_dimensions"]]
@@ -228,6 +244,8 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
     _variant(config, arm)                 # unknown arms fail before any run starts
   if set(config.arms) & set(NEEDS_HYBRID) and "hybrid" not in config.arms:
     raise ValueError(f"arms {sorted(set(config.arms) & set(NEEDS_HYBRID))} need the hybrid arm")
+  if "oracle" in config.arms:
+    _oracle_beta(config)
   os.makedirs(workdir, exist_ok=True)
   order = sorted(config.arms, key=lambda a: (a != "hybrid", a in NEEDS_HYBRID,
                                              ARMS.index(a) if a in ARMS else len(ARMS)))

@@ -30,8 +30,9 @@ def smoke_study(tmp_path_factory):
 def test_study_writes_every_arm_with_paired_seeds_and_intervals(smoke_study):
   with open(smoke_study / "study.json") as f:
     summary = json.load(f)
-  assert set(summary["arms"]) == set(study.ARMS) | {"hybrid_log_adam"}
-  for arm in study.ARMS:
+  real_arms = set(study.ARMS) - {"oracle"}            # oracle: synthetic testbed only
+  assert set(summary["arms"]) == real_arms | {"hybrid_log_adam"}
+  for arm in real_arms:
     assert len(summary["arms"][arm]["scores"]) == 2
     for seed in (0, 1):
       assert (smoke_study / arm / f"seed{seed}" / "results.json").exists()
@@ -80,6 +81,18 @@ def test_unknown_arms_and_variant_fields_are_named():
   config.variants.typo = {"outer": {"lr": 0.1}}
   with pytest.raises(ValueError, match="no field 'lr'"):
     study.run_arm(config, "hybrid_typo", 0, "/nonexistent")
+
+
+def test_the_oracle_arm_trains_at_beta_star_and_only_where_it_is_known(monkeypatch):
+  import configs.study as study_configs
+  from hgrad.tasks import mbii
+  monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
+  config = study_configs.get_config("smoke")
+  config.arms = ("hybrid", "oracle")
+  assert study._oracle_beta(config) == pytest.approx(mbii.beta_star().tolist())
+  config.base.data.dir = mbii_train_dir()
+  with pytest.raises(ValueError, match="arm 'oracle' needs a synthetic target"):
+    study.run(config, "/nonexistent")                  # before any run starts
 
 
 def test_rerunning_a_finished_study_redoes_nothing(smoke_study):

@@ -56,6 +56,11 @@ def beta_star() -> np.ndarray:
   return beta
 
 
+def known_beta_star(config) -> np.ndarray | None:
+  """beta* when `config` runs on the synthetic target (no dataset configured), else None."""
+  return beta_star() if mbii_data.resolve_dir(config.data.dir) is None else None
+
+
 def synthetic_target(csg_config: CSGConfig, synthetic: SyntheticConfig) -> Sample:
   """Renders of beta* under the synthetic target's own lighting (in-process)."""
   target_config = dataclasses.replace(
