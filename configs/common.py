@@ -21,12 +21,15 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # K inner steps of B samples (SGD with momentum 0.9 here; the cpu variants use Adam).
   config.inner = ml_collections.ConfigDict(dict(
       steps=8, batch_size=8, optimizer="sgd", learning_rate=0.02, lr_decay_steps=0,
-      lr_final_fraction=0.1, momentum=0.9, nesterov=False, remat=True))
+      lr_final_fraction=0.1, momentum=0.9, nesterov=False, remat=True,
+      ema_decay=0.0))               # > 0: L and the delivered network use an EMA of the weights
   # Hybrid gradient on unit-box coordinates: m antithetic pairs, RMSprop.
   config.outer = ml_collections.ConfigDict(dict(
       num_perturbations=4, sigma=0.05, learning_rate=0.02, estimator="hybrid",
       directions="gaussian", optimizer="rmsprop", rmsprop_decay=0.9, rmsprop_eps=1e-8,
       momentum=0.0, coordinates="unit"))
+  # How the network is scored (hgrad.tasks.common.EvalConfig): flip = mirrored-image averaging.
+  config.evaluation = ml_collections.ConfigDict(dict(flip=False))
   # Global steps (hgrad.core.loop.Schedule): warm-up, outer steps (each followed by
   # train_steps_per_outer plain steps), final plain steps.
   config.schedule = ml_collections.ConfigDict(dict(

@@ -134,13 +134,24 @@ def score(results: dict, workdir: str, last_k: int) -> dict:
   out = {"final_L": results[split]["image_mean"]["mae" if "mae" in results[split]["image_mean"]
                                                   else "rmse_log"],
          "last_k_L": float(np.mean(values[-last_k:])), "steps": results["steps"],
-         "elapsed_s": results["elapsed_s"]}
+         "elapsed_s": results["elapsed_s"], "L_noise": evaluation_noise(values[-2 * last_k:])}
   if "synthetic" in results:
     out["unit_distance_final"] = results["synthetic"]["unit_distance_final"]
     out["unit_distance_beta0"] = results["synthetic"]["unit_distance_beta0"]
     out["per_dimension"] = progress_toward(results["beta0"], results["beta"],
                                            results["synthetic"]["beta_star"])
   return out
+
+
+def evaluation_noise(values: list[float]) -> float:
+  """How much L moves between successive evaluations: std of the differences / sqrt 2.
+
+  Differencing removes the slow trend of training, so on a flat stretch this
+  is the standard deviation of one evaluation around it (nan for < 3 values).
+  """
+  if len(values) < 3:
+    return float("nan")
+  return float(np.std(np.diff(values), ddof=1) / np.sqrt(2.0))
 
 
 def progress_toward(beta0: dict, beta: dict, beta_star: dict) -> dict:
@@ -183,15 +194,17 @@ def table(summary: dict) -> str:
   synthetic = any("unit_distance_final" in s for a in arms.values() for s in a["scores"])
   lines = [f"Study `{summary['name']}` ({summary['task']}, {summary['split']} split): mean ± "
            f"standard error over the seeds listed (of {seeds}); L = {summary['metric']}; "
-           f"last-{summary['last_k']} = mean of the last evaluations.", "",
-           "| arm | seeds | final L | last-k L | steps | wall s |" +
+           f"last-{summary['last_k']} = mean of the last evaluations; eval noise = std of "
+           f"successive differences of the last {2 * summary['last_k']} evaluations / sqrt 2.", "",
+           "| arm | seeds | final L | last-k L | eval noise | steps | wall s |" +
            (" distance to beta* |" if synthetic else ""),
-           "|---|---|---|---|---|---|" + ("---|" if synthetic else "")]
+           "|---|---|---|---|---|---|---|" + ("---|" if synthetic else "")]
   for arm, entry in arms.items():
     s = entry["scores"]
     row = (f"| {_label(arm)} | {','.join(map(str, entry['seeds']))} | "
            f"{_mean_se([x['final_L'] for x in s])} | "
-           f"{_mean_se([x['last_k_L'] for x in s])} | {_mean_se([x['steps'] for x in s])} | "
+           f"{_mean_se([x['last_k_L'] for x in s])} | "
+           f"{_mean_se([x.get('L_noise', np.nan) for x in s])} | {_mean_se([x['steps'] for x in s])} | "
            f"{_mean_se([x['elapsed_s'] for x in s])} |")
     if synthetic:
       row += f" {_mean_se([x.get('unit_distance_final', np.nan) for x in s])} |"

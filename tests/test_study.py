@@ -126,6 +126,14 @@ def test_report_only_summarizes_finished_runs_and_pairs_common_seeds(smoke_study
   assert "progress toward beta*" not in (copy / "study.md").read_text()   # real data: no beta*
 
 
+def test_evaluation_noise_ignores_the_trend():
+  trend = list(np.linspace(30.0, 20.0, 12))
+  assert study.evaluation_noise(trend) == pytest.approx(0.0, abs=1e-9)
+  jitter = [t + (0.5 if i % 2 else -0.5) for i, t in enumerate(trend)]
+  assert study.evaluation_noise(jitter) == pytest.approx(np.sqrt(2) * 0.5, rel=0.1)
+  assert np.isnan(study.evaluation_noise([1.0, 2.0]))
+
+
 def test_progress_toward_beta_star_per_dimension():
   out = study.progress_toward({"a": 0.0, "b": 1.0, "c": 0.5}, {"a": 0.5, "b": 1.2, "c": 0.0},
                               {"a": 1.0, "b": 1.0, "c": 1.0})

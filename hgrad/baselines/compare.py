@@ -79,7 +79,7 @@ def _evolution_task(task: loop.Task, config) -> loop.Task:
     del key
     index = int(state.step)
     inner, metrics = evo.step(state.inner, index) if phase == "outer" else evo.train(state.inner, index)
-    return state._replace(inner=inner, step=state.step + 1), metrics
+    return task.hg.advance(state, inner), metrics
 
   def save_host_state():
     return base64.b64encode(pickle.dumps((evo.population, evo.rejected))).decode("ascii")

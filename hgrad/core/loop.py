@@ -216,11 +216,16 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                   "device_s": max(wall - host, 0.0), "cpu_s": cpu,
                   "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
                   "beta": np.asarray(hg.beta(new_state), np.float64).tolist()}
-        record.update({k: float(metrics[k]) for k in ("L", "grad_norm", "grad_cosine")
-                       if k in metrics and (phase == "outer" or k != "L")})
+        record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
+        averaged = hg.inner.ema_decay > 0
+        if phase == "outer" and "L" in metrics:
+          # The objective the estimate differentiates: L at the unrolled (raw) weights.
+          record["L_unroll" if averaged else "L"] = float(metrics["L"])
         if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
                                   step + 1 == schedule.total_steps):
-          record["L"] = float(hg.evaluate(new_state.inner.params))
+          record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
+          if averaged:
+            record["L_raw"] = float(hg.evaluate(new_state.inner.params))
         metrics_file.write(json.dumps(record) + "\n")
         metrics_file.flush()
         # The step counts from here: a stop before this line leaves the previous state (and
@@ -256,7 +261,7 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   results = {"task": task.name, "steps": int(state.step), "elapsed_s": meta["elapsed_s"],
              "host_render_s": meta["host_render_s"], "cpu_s": meta["cpu_s"],
              "beta": layout.as_dict(hg.beta(state)), "beta0": layout.as_dict(task.beta0)}
-  results.update(task.evaluate(state.inner.params))
+  results.update(task.evaluate(hg.eval_params(state)))
   if task.finish is not None:
     task.finish(workdir, state, history, results)
   with open(os.path.join(workdir, "results.json"), "w") as f:

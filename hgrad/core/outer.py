@@ -88,6 +88,7 @@ class OuterState(NamedTuple):
   inner: unroll.InnerState    # model params and inner-optimizer state (warm start)
   step: jax.Array             # int32 outer step count
   prev_grad: jax.Array        # (d,) last gradient estimate, for the cosine metric
+  average: Any = ()           # EMA of the model params (InnerConfig.ema_decay > 0), else ()
 
 
 def device_mesh() -> Mesh:
@@ -179,7 +180,22 @@ class HybridGradient:
         inner=unroll.InnerState(params, self.inner_optimizer.init(params)),
         step=jnp.zeros((), jnp.int32),
         prev_grad=jnp.zeros(u0.shape, jnp.float32),
+        average=params if self.inner.ema_decay > 0 else (),
     )
+
+  def eval_params(self, state: OuterState) -> Any:
+    """The weights L is evaluated on and the run delivers: the EMA if configured, else the latest."""
+    return state.average if self.inner.ema_decay > 0 else state.inner.params
+
+  def _averaged(self, state: OuterState, trained: unroll.InnerState) -> Any:
+    if self.inner.ema_decay <= 0:
+      return ()
+    return unroll.update_average(state.average, trained.params, self.inner.ema_decay, state.step)
+
+  def advance(self, state: OuterState, trained: unroll.InnerState) -> OuterState:
+    """The state after a global step that trained the network to `trained` and left beta alone."""
+    return state._replace(inner=trained, step=state.step + 1,
+                          average=self._averaged(state, trained))
 
   def train_inner(self, inner_state: unroll.InnerState, data, remat: bool):
     batches = shard_axis(unroll.split_steps(data, self.inner.steps), 1, self.mesh)
@@ -209,7 +225,8 @@ class HybridGradient:
     prev_norm = jnp.linalg.norm(state.prev_grad)
     cosine = jnp.where(prev_norm > 0, jnp.vdot(grad, state.prev_grad) /
                        jnp.maximum(grad_norm * prev_norm, 1e-30), 0.0)
-    new_state = OuterState(new_u, beta_opt_state, trained, state.step + 1, grad)
+    new_state = OuterState(new_u, beta_opt_state, trained, state.step + 1, grad,
+                           self._averaged(state, trained))
     metrics = {"L": value, "grad_norm": grad_norm, "grad_cosine": cosine,
                "train_loss": jnp.mean(train_losses)}
     return new_state, metrics
@@ -220,5 +237,4 @@ class HybridGradient:
     data = jax.lax.stop_gradient(self._generate_batch(self.beta(state), key))
     trained, train_losses = self.train_inner(state.inner, shard_axis(data, 0, self.mesh),
                                              remat=False)
-    new_state = state._replace(inner=trained, step=state.step + 1)
-    return new_state, {"train_loss": jnp.mean(train_losses)}
+    return self.advance(state, trained), {"train_loss": jnp.mean(train_losses)}

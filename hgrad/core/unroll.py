@@ -29,6 +29,8 @@ class InnerConfig:
   momentum: float = 0.9          # sgd: 0 = plain SGD; adam: b1
   nesterov: bool = False
   remat: bool = True             # jax.checkpoint each step: memory flat in K
+  ema_decay: float = 0.0         # > 0: L is evaluated (and the run delivers) an exponential
+                                 # moving average of the weights, updated once per global step
 
   def __post_init__(self):
     if self.steps < 1 or self.batch_size < 1:
@@ -42,6 +44,8 @@ class InnerConfig:
       raise ValueError(f"InnerConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
     if not 0.0 <= self.momentum < 1.0:
       raise ValueError(f"InnerConfig.momentum must be in [0, 1), got {self.momentum}")
+    if not 0.0 <= self.ema_decay < 1.0:
+      raise ValueError(f"InnerConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
   @property
   def num_samples(self) -> int:
@@ -68,6 +72,17 @@ def inner_optimizer(config: InnerConfig) -> optax.GradientTransformation:
   if config.optimizer == "adam":
     return optax.adam(learning_rate, b1=config.momentum, eps_root=1e-8)
   return optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
+
+
+def update_average(average: Any, params: Any, decay: float, count: jax.Array) -> Any:
+  """One EMA step of the weights (Polyak averaging), warmed up by the step count.
+
+  The decay used is min(decay, (1 + count) / (10 + count)), so the average
+  forgets the random initial weights within the first steps instead of being
+  biased toward them for ~1 / (1 - decay) steps.
+  """
+  rate = jnp.minimum(decay, (1.0 + count) / (10.0 + count))
+  return optax.incremental_update(params, average, 1.0 - rate)
 
 
 def split_steps(data: Any, steps: int) -> Any:

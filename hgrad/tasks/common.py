@@ -33,8 +33,16 @@ from hgrad.tasks import metrics
 from hgrad.tasks import network
 
 
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """How the network is scored (L and the final metrics)."""
+
+  flip: bool = False     # also predict the mirrored image and average (test-time augmentation)
+
+
 def parse_training(config) -> dict[str, Any]:
-  """network, loss, inner (an lr_decay_steps of -1 resolved to the run's length), outer, schedule."""
+  """network, loss, inner (an lr_decay_steps of -1 resolved to the run's length), outer,
+  schedule, evaluation."""
   schedule = to_dataclass(loop.Schedule, config.schedule, where="config.schedule")
   inner = to_dataclass(unroll.InnerConfig, config.inner, where="config.inner")
   if inner.lr_decay_steps == -1:
@@ -45,6 +53,7 @@ def parse_training(config) -> dict[str, Any]:
       "inner": inner,
       "outer": to_dataclass(outer.OuterConfig, config.outer, where="config.outer"),
       "schedule": schedule,
+      "evaluation": to_dataclass(EvalConfig, config.get("evaluation"), where="config.evaluation"),
   }
 
 
@@ -77,22 +86,41 @@ DEPTH_COLUMNS = (("abs_rel", "abs rel"), ("sq_rel", "sq rel"), ("rmse", "RMSE"),
                  ("rmse_log", "RMSE log"), ("si_rmse_log", "scale-inv. RMSE log"))
 
 
-def eval_loss_fn(net: network.NetworkConfig, real: Sample,
-                 head: str = "normals") -> Callable[[Any], jax.Array]:
+def predict_fn(net: network.NetworkConfig, head: str = "normals", flip: bool = False
+               ) -> Callable[[Any, jax.Array], jax.Array]:
+  """(params, image_BxHxWxC) -> the last stack's `head` ("normals" or "depth").
+
+  flip: average with the prediction on the mirrored image, mirrored back (its
+  normals' x component negated, then renormalized): lower-variance scores.
+  """
+  def predict(params, image_BxHxWxC):
+    out = getattr(network.predict(net, params, image_BxHxWxC), head)
+    if not flip:
+      return out
+    mirrored = jnp.flip(getattr(network.predict(net, params, jnp.flip(image_BxHxWxC, 2)), head), 2)
+    if head == "depth":
+      return 0.5 * (out + mirrored)
+    total = out + mirrored * jnp.array([-1.0, 1.0, 1.0], out.dtype)
+    return total * jax.lax.rsqrt(jnp.sum(total * total, axis=-1, keepdims=True) + 1e-12)
+  return predict
+
+
+def eval_loss_fn(net: network.NetworkConfig, real: Sample, head: str = "normals",
+                 flip: bool = False) -> Callable[[Any], jax.Array]:
   """L(params) of the last stack on the real images: mean angle error (degrees) for
   "normals", per-image RMSE of log depth for "depth"."""
   loss = {"normals": losses.mean_angle_error, "depth": losses.log_depth_rmse}[head]
   real = jax.tree.map(jnp.asarray, real)
+  predict = predict_fn(net, head, flip)
 
   def eval_loss(params):
-    prediction = getattr(network.predict(net, params, real.image), head)
-    return loss(prediction, getattr(real, head), real.mask)
+    return loss(predict(params, real.image), getattr(real, head), real.mask)
   return eval_loss
 
 
-def make_predict(net: network.NetworkConfig, head: str = "normals"):
+def make_predict(net: network.NetworkConfig, head: str = "normals", flip: bool = False):
   """jit(params, image) -> the last stack's `head` ("normals" or "depth")."""
-  return jax.jit(lambda params, image: getattr(network.predict(net, params, image), head))
+  return jax.jit(predict_fn(net, head, flip))
 
 
 def evaluate_normals(predict, params, data: Sample, names) -> dict:

@@ -71,7 +71,7 @@ def build(config):
     raise ValueError(f"config.network.in_channels must be 3 (RGB faces), got {net.in_channels}")
   validation, test, source = protocol_data(cfg["face"], cfg["protocol"])
   generator = faces.face_generator(cfg["face"], num_workers=common.num_workers(config))
-  predict = common.make_predict(net, "depth")
+  predict = common.make_predict(net, "depth", flip=cfg["evaluation"].flip)
 
   def evaluate(params) -> dict:
     return {"data_source": source, "validation": common.evaluate_depth(predict, params, validation),
@@ -82,8 +82,8 @@ def build(config):
     logging.info("final test depth metrics: %s", {k: round(v, 4) for k, v in
                                                   results["test"]["image_mean"].items()})
 
-  return common.build("face", config, cfg, generator, common.eval_loss_fn(net, validation, "depth"),
-                      evaluate, finish)
+  eval_loss = common.eval_loss_fn(net, validation, "depth", flip=cfg["evaluation"].flip)
+  return common.build("face", config, cfg, generator, eval_loss, evaluate, finish)
 
 
 def run(config, workdir: str) -> dict:
@@ -99,5 +99,5 @@ def evaluate_data(config, params, data: str, split: str) -> tuple[dict, None]:
   cfg = parse_config(config)
   face_config = dataclasses.replace(cfg["face"], model_path=data) if data else cfg["face"]
   validation, test, _ = protocol_data(face_config, cfg["protocol"])
-  predict = common.make_predict(cfg["network"], "depth")
+  predict = common.make_predict(cfg["network"], "depth", flip=cfg["evaluation"].flip)
   return common.evaluate_depth(predict, params, validation if split == "validation" else test), None

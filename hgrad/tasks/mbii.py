@@ -108,7 +108,7 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
   net = cfg["network"]
   train, names, test, test_names, source = load_real(cfg["data"], cfg["csg"], cfg["synthetic"])
   generator = csg_generator(cfg["csg"], num_workers=common.num_workers(config))
-  predict = common.make_predict(net)
+  predict = common.make_predict(net, flip=cfg["evaluation"].flip)
 
   def evaluate(params) -> dict:
     out = {"data_source": source, "train": common.evaluate_normals(predict, params, train, names)}
@@ -126,7 +126,8 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
                  results["train"]["image_mean"]["mae"], results["train"]["pixel_pooled"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
-  return common.build("mbii", config, cfg, generator, common.eval_loss_fn(net, train),
+  eval_loss = common.eval_loss_fn(net, train, flip=cfg["evaluation"].flip)
+  return common.build("mbii", config, cfg, generator, eval_loss,
                       evaluate, finish)
 
 
@@ -163,9 +164,10 @@ def evaluate_data(config, params, data: str, split: str) -> tuple[dict, Any]:
     missing = [n for n in names if not os.path.isdir(os.path.join(data, n))]
     if missing:
       raise mbii_data.DataError(f"{data} lacks the {split}-split object(s) {missing}")
-  net = common.parse_training(config)["network"]
+  cfg = common.parse_training(config)
+  net = cfg["network"]
   real, names = mbii_data.load(data, names, config.data.resolution, config.data.fill)
-  predict = common.make_predict(net)
+  predict = common.make_predict(net, flip=cfg["evaluation"].flip)
   result = common.evaluate_normals(predict, params, real, names)
   return result, lambda path: evaluate.panel(real, np.asarray(predict(params, real.image)),
                                              names, path)

@@ -88,7 +88,7 @@ def build(config):
   net = cfg["network"]
   validation, test, source = load_real(cfg["data"], cfg["scene"])
   generator = scenes.scene_generator(cfg["scene"], num_workers=common.num_workers(config))
-  predict = common.make_predict(net)
+  predict = common.make_predict(net, flip=cfg["evaluation"].flip)
   names = [f"frame_{i}" for i in range(len(validation.image))]
 
   def evaluate(params) -> dict:
@@ -106,7 +106,8 @@ def build(config):
     logging.info("final validation MAE %.2f deg%s", results["validation"]["image_mean"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
-  return common.build("nyu", config, cfg, generator, common.eval_loss_fn(net, validation),
+  eval_loss = common.eval_loss_fn(net, validation, flip=cfg["evaluation"].flip)
+  return common.build("nyu", config, cfg, generator, eval_loss,
                       evaluate, finish)
 
 
@@ -126,7 +127,7 @@ def evaluate_data(config, params, data: str, split: str) -> tuple[dict, None]:
   validation, test, _ = load_real(data_config, cfg["scene"])
   if split == "test" and test is None:
     raise ValueError(f"{data} has no test frames")
-  predict = common.make_predict(cfg["network"])
+  predict = common.make_predict(cfg["network"], flip=cfg["evaluation"].flip)
   real = validation if split == "validation" else test
   names = [f"{split}_{i}" for i in range(len(real.image))]
   return common.evaluate_normals(predict, params, real, names), None
