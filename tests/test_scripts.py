@@ -55,3 +55,15 @@ def test_gradient_noise_benchmark_runs_for_another_task():
              "--num_perturbations=2", "--blocks=all,discrete")
   figures = json.loads(out.strip().splitlines()[-1])
   assert figures["blocks"]["all"]["dims"] == 108 and figures["blocks"]["discrete"]["dims"] == 36
+
+
+def test_match_signal_benchmark_prints_json(monkeypatch):
+  """Synthetic smoke target: D at beta0 and beta*, and a short descent toward lower D."""
+  monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
+  out = _run("benchmarks.match_signal", "--config=configs/mbii.py:smoke", "--keys=2", "--steps=5",
+             "--nets=2")
+  figures = json.loads(out.strip().splitlines()[-1])
+  for where in ("beta0", "beta_star"):
+    assert -1.0 <= figures[where]["cross_key_cosine"] <= 1.0
+  assert figures["distance_beta0"] > 0 and len(figures["descent"]) == 1
+  assert set(figures["final_beta"]) >= {"p_sphere", "p_expand"}
