@@ -59,3 +59,12 @@ def test_with_ema_L_is_the_averaged_network_and_the_run_delivers_it(tmp_path):
   assert outer_rows and all("L_unroll" in r and "L" not in r for r in outer_rows)
   # The delivered network is the average: its final metrics are L's, not the raw weights'.
   assert results["train"]["image_mean"]["mae"] == pytest.approx(evaluated[-1]["L"], rel=1e-4)
+  # And the checkpoint hands the average to `experiments.evaluate`.
+  from hgrad.tasks import evaluate
+  _, params, step = evaluate.load_run(str(tmp_path))
+  assert step == 12
+  task, _ = mbii.build(config)
+  try:
+    assert float(task.hg.evaluate(params)) == pytest.approx(evaluated[-1]["L"], rel=1e-4)
+  finally:
+    task.generator.close()

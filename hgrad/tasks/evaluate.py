@@ -38,7 +38,9 @@ def load_run(workdir: str):
     state, _ = checkpointer.restore(None)
   finally:
     checkpointer.close()
-  return config, state["inner"]["params"], int(state["step"])
+  # The network the run delivers: the EMA of the weights where the run kept one.
+  averaged = config.get("inner", {}).get("ema_decay", 0.0) > 0
+  return config, state["average"] if averaged else state["inner"]["params"], int(state["step"])
 
 
 def panel(data, pred_normals: np.ndarray, names, path: str) -> None:
