@@ -115,8 +115,10 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   if arm == "hybrid" or overrides is not None:
     method = "hybrid"
   if arm in NEEDS_HYBRID:
-    with open(os.path.join(hybrid_dir, "results.json")) as f:
-      hybrid = json.load(f)
+    hybrid = loop.finished_results(hybrid_dir)
+    if hybrid is None:
+      raise FileNotFoundError(f"arm {arm!r} needs the finished hybrid run of seed {seed} in "
+                              f"{hybrid_dir}")
     if arm == "retrain":
       beta0 = list(hybrid["beta"].values())
     else:
@@ -269,10 +271,9 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
     for arm in order:
       run_dir = os.path.join(workdir, arm, f"seed{seed}")
       if report_only:
-        if not os.path.exists(os.path.join(run_dir, "results.json")):
+        results = loop.finished_results(run_dir)
+        if results is None:
           continue
-        with open(os.path.join(run_dir, "results.json")) as f:
-          results = json.load(f)
       else:
         results = run_arm(config, arm, seed, workdir)
       scores[arm][seed] = score(results, run_dir, config.last_k)

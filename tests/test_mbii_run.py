@@ -10,6 +10,9 @@ import pytest
 
 from conftest import REPO_ROOT, mbii_train_dir
 
+from hgrad.core import loop
+from hgrad.generators.csg import CSG_LAYOUT
+
 SMOKE = ["--config=configs/mbii.py:smoke"]
 
 
@@ -63,7 +66,9 @@ def test_smoke_trajectory_is_unchanged_by_the_restructure(smoke_run):
     recorded = json.load(f)
   rows = _metrics(workdir)
   assert [r["phase"] for r in rows] == recorded["phase"]
-  np.testing.assert_allclose([r["beta"] for r in rows], recorded["beta"], rtol=1e-4, atol=1e-4)
+  assert list(rows[0]["beta"]) == list(CSG_LAYOUT.names)          # logged by name
+  np.testing.assert_allclose([list(r["beta"].values()) for r in rows], recorded["beta"],
+                             rtol=1e-4, atol=1e-4)
 
 
 def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_path):
@@ -74,13 +79,14 @@ def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_p
   killed = _run(args + ["--config.schedule.kill_at_step=5"], check=False)
   assert killed.returncode != 0
   assert len(_metrics(workdir)) == 5
-  assert not os.path.exists(os.path.join(workdir, "results.json"))
+  assert loop.finished_results(workdir) is None
   _run(args)
   resumed = _metrics(workdir)
   expected = _metrics(reference)
   assert [r["step"] for r in resumed] == [r["step"] for r in expected]
   for got, want in zip(resumed, expected):
-    np.testing.assert_allclose(got["beta"], want["beta"], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(list(got["beta"].values()), list(want["beta"].values()),
+                               rtol=1e-6, atol=1e-7)
     if "L" in want:
       assert got["L"] == pytest.approx(want["L"], rel=1e-4)
 
@@ -109,12 +115,18 @@ def test_sigterm_saves_and_the_same_command_resumes(smoke_run, tmp_path):
   assert "interrupted by SIGTERM" in last and "saved step" in last and "resume" in last
   stopped_at = len(_metrics(tmp_path))
   assert stopped_at < 160
+  # The interim outputs: the curve so far and results marked partial (not a finished run).
+  assert (tmp_path / "curve.png").stat().st_size > 0
+  partial = json.loads((tmp_path / "results.json").read_text())
+  assert partial["partial"] and partial["interrupted"] == "SIGTERM"
+  assert partial["steps"] == stopped_at and loop.finished_results(str(tmp_path)) is None
   finished = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert finished.returncode == 0, finished.stderr[-3000:]
   rows = _metrics(tmp_path)
   assert [r["step"] for r in rows] == list(range(1, 161))
   for got, want in zip(rows[:10], _metrics(reference)):     # the schedules agree for 10 steps
-    np.testing.assert_allclose(got["beta"], want["beta"], rtol=1e-6)
+    np.testing.assert_allclose(list(got["beta"].values()), list(want["beta"].values()),
+                               rtol=1e-6)
 
 
 def test_evaluate_script(smoke_run):

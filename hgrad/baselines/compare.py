@@ -93,11 +93,10 @@ def _evolution_task(task: loop.Task, config) -> loop.Task:
 
 def run_method(task_name: str, base, method: str, seed: int, workdir: str, beta0=None,
                schedule_overrides=None) -> dict:
-  """One resumable run; a finished one (results.json present) is read back, not redone."""
-  results_path = os.path.join(workdir, "results.json")
-  if os.path.exists(results_path):
-    with open(results_path) as f:
-      return json.load(f)
+  """One resumable run; a finished one (a results.json not marked partial) is read back."""
+  finished = loop.finished_results(workdir)
+  if finished is not None:
+    return finished
   task_module = registry.get(task_name)
   if method == "evolution" and task_name != "mbii":
     raise ValueError("Shape Evolution evolves CSG shapes: it runs on the mbii task only")

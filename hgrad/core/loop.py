@@ -10,6 +10,12 @@ schedule is a function of the step alone, so a run restored from a checkpoint
 replays exactly what an uninterrupted run does. `time_budget_s` > 0 ends the
 run once that much step time has passed (the fixed-beta yardstick uses it).
 SIGINT and SIGTERM end the run after the current step and save it (`Interrupted`).
+
+Outputs while it runs: at a checkpoint (at most once every
+`INTERIM_EVERY_S` seconds) and when it is interrupted, the run writes the
+task's outputs so far (curve.png, samples.png, ...) and a `results.json`
+marked `"partial": true`; `finished_results(workdir)` tells a finished run
+from one in progress. metrics.jsonl logs beta by name.
 """
 
 from __future__ import annotations
@@ -31,6 +37,18 @@ from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.outer import HybridGradient, OuterState
 
 METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"
+INTERIM_EVERY_S = 60.0
+
+
+def finished_results(workdir: str) -> dict | None:
+  """The results of a finished run in `workdir`; None while it is missing or partial."""
+  path = os.path.join(workdir, RESULTS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    results = json.load(f)
+  return None if results.get("partial") else results
 
 
 class Interrupted(Exception):
@@ -187,6 +205,7 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
     checkpointer.save(step, state, meta)
 
   saved_step = int(state.step)
+  last_interim = time.monotonic()
   recent: dict[str, list[float]] = {}
   stopped_by = None
   try:
@@ -215,7 +234,7 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
         record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
                   "device_s": max(wall - host, 0.0), "cpu_s": cpu,
                   "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
-                  "beta": np.asarray(hg.beta(new_state), np.float64).tolist()}
+                  "beta": hg.layout.as_dict(hg.beta(new_state))}
         record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
         averaged = hg.inner.ema_decay > 0
         if phase == "outer" and "L" in metrics:
@@ -247,6 +266,9 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
           stop.saving = True
           save(step + 1)
           saved_step, stop.saving = step + 1, False
+          if time.monotonic() - last_interim >= INTERIM_EVERY_S and step + 1 < schedule.total_steps:
+            write_outputs(task, state, history, meta, workdir, partial=True)
+            last_interim = time.monotonic()
         if step + 1 == schedule.kill_at_step:
           os.kill(os.getpid(), signal.SIGKILL)
   except _Stop as immediate:
@@ -256,14 +278,32 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
       save(int(state.step))
     checkpointer.close()
   if stopped_by is not None:
+    write_outputs(task, state, history, meta, workdir, partial=True,
+                  interrupted=signal.Signals(stopped_by).name)
     raise Interrupted(stopped_by, int(state.step), workdir)
+  return write_outputs(task, state, history, meta, workdir, partial=False)
+
+
+def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict, workdir: str,
+                  *, partial: bool, interrupted: str | None = None) -> dict:
+  """results.json (marked partial before the end) and the task's own outputs (plots, samples).
+
+  `interrupted` (the signal's name) is recorded in the results; a task's
+  `finish` should then skip what needs the renderer (its workers may have
+  received the same signal).
+  """
+  hg = task.hg
   layout = hg.layout
   results = {"task": task.name, "steps": int(state.step), "elapsed_s": meta["elapsed_s"],
              "host_render_s": meta["host_render_s"], "cpu_s": meta["cpu_s"],
              "beta": layout.as_dict(hg.beta(state)), "beta0": layout.as_dict(task.beta0)}
+  if partial:
+    results["partial"] = True
+  if interrupted:
+    results["interrupted"] = interrupted
   results.update(task.evaluate(hg.eval_params(state)))
   if task.finish is not None:
     task.finish(workdir, state, history, results)
-  with open(os.path.join(workdir, "results.json"), "w") as f:
+  with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
     json.dump(results, f, indent=2)
   return results

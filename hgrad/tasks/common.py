@@ -64,6 +64,11 @@ def summary(results: dict) -> dict:
              if split in results}}
 
 
+def stage(results: dict) -> str:
+  """'final', or 'interim (step N)' for the outputs a run writes before its end."""
+  return f"interim (step {results['steps']})" if results.get("partial") else "final"
+
+
 def warn_synthetic(what: str, detail: str) -> None:
   logging.warning("=" * 72)
   logging.warning("NO %s CONFIGURED.", what)
@@ -166,12 +171,13 @@ def build(name: str, config, training: dict, generator: Generator,
 
   def finish_all(workdir: str, state, history: list[dict], results: dict) -> None:
     plots.curve(history, os.path.join(workdir, "curve.png"))
-    seeds = 123_456 + np.arange(8)
-    before = generator.render(np.tile(beta0, (8, 1)), seeds)
-    after = generator.render(np.tile(np.asarray(hg.beta(state)), (8, 1)), seeds)
-    plots.side_by_side(viz.sample_grid(before, 2), viz.sample_grid(after, 2),
-                       ("samples at beta0", f"samples at the final beta (step {int(state.step)})"),
-                       os.path.join(workdir, "samples.png"))
+    if not results.get("interrupted"):        # else the render workers got the signal too
+      seeds = 123_456 + np.arange(8)
+      before = generator.render(np.tile(beta0, (8, 1)), seeds)
+      after = generator.render(np.tile(np.asarray(hg.beta(state)), (8, 1)), seeds)
+      plots.side_by_side(viz.sample_grid(before, 2), viz.sample_grid(after, 2),
+                         ("samples at beta0", f"samples at beta (step {int(state.step)})"),
+                         os.path.join(workdir, "samples.png"))
     if finish is not None:
       finish(workdir, state, results, hg)
 

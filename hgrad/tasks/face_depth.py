@@ -79,8 +79,8 @@ def build(config):
 
   def finish(workdir, state, results, hg) -> None:
     del workdir, state, hg
-    logging.info("final test depth metrics: %s", {k: round(v, 4) for k, v in
-                                                  results["test"]["image_mean"].items()})
+    logging.info("%s test depth metrics: %s", common.stage(results),
+                 {k: round(v, 4) for k, v in results["test"]["image_mean"].items()})
 
   eval_loss = common.eval_loss_fn(net, validation, "depth", flip=cfg["evaluation"].flip)
   return common.build("face", config, cfg, generator, eval_loss, evaluate, finish)

@@ -121,8 +121,8 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
     if source == "synthetic":
       results["synthetic"] = common.synthetic_distances(
           CSG_LAYOUT, list(results["beta0"].values()), hg.beta(state), beta_star())
-    logging.info("final %s MAE %.2f deg (image mean), %.2f deg (pixel pooled)%s",
-                 "synthetic-target" if source == "synthetic" else "train-split",
+    logging.info("%s %s MAE %.2f deg (image mean), %.2f deg (pixel pooled)%s",
+                 common.stage(results), "synthetic-target" if source == "synthetic" else "train-split",
                  results["train"]["image_mean"]["mae"], results["train"]["pixel_pooled"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 

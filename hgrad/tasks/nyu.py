@@ -103,7 +103,8 @@ def build(config):
     if source == "synthetic":
       results["synthetic"] = common.synthetic_distances(
           LAYOUT, list(results["beta0"].values()), hg.beta(state), beta_star())
-    logging.info("final validation MAE %.2f deg%s", results["validation"]["image_mean"]["mae"],
+    logging.info("%s validation MAE %.2f deg%s", common.stage(results),
+                 results["validation"]["image_mean"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
   eval_loss = common.eval_loss_fn(net, validation, flip=cfg["evaluation"].flip)
