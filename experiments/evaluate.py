@@ -12,9 +12,9 @@ the metrics as JSON on its last line.
 
 import json
 
-from absl import app
 from absl import flags
 
+from experiments import script
 from hgrad.tasks import evaluate
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A run directory (any task).", required=True)
@@ -23,9 +23,7 @@ _SPLIT = flags.DEFINE_string("split", "train", "Which part of the data (see the 
 flags.DEFINE_alias("data_dir", "data")
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main():
   result = evaluate.evaluate_run(_WORKDIR.value, _DATA.value, _SPLIT.value)
   mean = result["image_mean"]
   line = {"task": result["task"], "split": result["split"],
@@ -36,4 +34,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

@@ -1,5 +1,11 @@
-"""The absl plumbing every experiment script shares: --config, --workdir, no stray arguments."""
+"""The absl plumbing every experiment script shares: --config, --workdir, no stray arguments.
 
+A user's mistake (a bad flag or config value, a wrong variant, missing or
+corrupt data, no OpenGL context) ends the script with one line on stderr
+and exit code 2; HGRAD_DEBUG=1 shows the traceback instead.
+"""
+
+import ast
 import json
 import os
 import sys
@@ -10,29 +16,95 @@ from absl import flags
 from ml_collections import config_flags
 
 _CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
+# What a user's input can cause: bad config values and data (ValueError, hgrad's DataError
+# is one), missing files or directories, no usable OpenGL context (RenderError).
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError,
+                                                NotADirectoryError)
 
 
 def config_and_workdir(config_file: str, help_text: str, workdir_help: str = "Output directory."):
   """Defines --config (default configs/<config_file>) and a required --workdir."""
-  config = config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, config_file), help_text)
+  try:   # ml_collections applies --config.* overrides here, while the flag is defined
+    config = config_flags.DEFINE_config_file("config", os.path.join(_CONFIGS, config_file),
+                                             help_text)
+  except Exception as error:   # noqa: BLE001 - a typo'd field, a value of the wrong type
+    _user_error("bad config override: ", error)
   workdir = flags.DEFINE_string("workdir", None, workdir_help, required=True)
+  default = flags.FLAGS["config"].value    # loaded while the flag was defined (None if it failed)
+  if default is not None:
+    flags.FLAGS["config"].help += " Override any field with --config.FIELD=VALUE:\n" + _fields(
+        default)
+  flags.register_validator("workdir", lambda value: value is None or bool(value.strip()),
+                           message="--workdir is empty: name a directory for the run's outputs")
+  show_in_help("config", "workdir")
   return config, workdir
 
 
+def _fields(config) -> str:
+  """The config's fields for --help: a line per block, its keys and values."""
+  lines, scalars = [], []
+  for name, value in config.items():
+    if hasattr(value, "items"):
+      items = ", ".join(f"{k}={v!r}" if not hasattr(v, "items") else f"{k}.*"
+                        for k, v in value.items())
+      lines.append(f"  {name}.{{{items}}}")
+    else:
+      scalars.append(f"{name}={value!r}")
+  return "\n".join([f"  {', '.join(scalars)}"] + lines)
+
+
+def show_in_help(*names: str) -> None:
+  """Lists flags defined here under the script's own --help (absl shows only the main module's)."""
+  for name in names:
+    flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+
+
+def _one_line(error: BaseException) -> str:
+  """The error's message on one line (ml_collections hands a KeyError's repr through)."""
+  message = str(error)
+  if "Traceback (most recent call last)" in message:   # a config file's error, as absl wraps it
+    message = message.strip().splitlines()[-1]
+  if len(message) >= 2 and message[0] == message[-1] and message[0] in "'\"":
+    try:
+      message = str(ast.literal_eval(message))
+    except (ValueError, SyntaxError):
+      pass
+  return " ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _user_error(what: str, error: BaseException) -> None:
+  if os.environ.get("HGRAD_DEBUG"):
+    raise error
+  sys.stderr.write(f"error: {what}{_one_line(error)}\n")
+  sys.exit(2)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:   # noqa: BLE001 - flags.Error, a config file's or a field's error
+    _user_error("bad flag: ", error)
+
+
 def run(main: Callable[[], None]) -> None:
-  """app.run(main) that rejects positional arguments (usually a mistyped flag) and turns a
-  SIGINT / SIGTERM of a run into one line and exit code 130 / 143 (the run is saved)."""
+  """app.run(main) that rejects positional arguments (usually a mistyped flag), turns a
+  SIGINT / SIGTERM of a run into one line and exit code 130 / 143 (the run is saved), and a
+  user's mistake into one line and exit code 2."""
   from hgrad.core import loop
+  from hgrad.core.pool import RenderError
+  user_errors = USER_ERRORS + (RenderError,)
 
   def _main(argv):
     if len(argv) > 1:
-      raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+      _user_error("", ValueError(f"unexpected arguments {argv[1:]} (a flag needs --name=value)"))
     try:
       main()
     except loop.Interrupted as stop:
       sys.stderr.write(f"{stop}\n")
       sys.exit(128 + stop.signum)
-  app.run(_main)
+    except user_errors as error:
+      _user_error("", error)
+  app.run(_main, flags_parser=_parse_flags)
 
 
 def task_script(task_name: str, variants: str) -> Callable[[], None]:

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from conftest import REPO_ROOT, mbii_train_dir
@@ -67,3 +68,30 @@ def test_match_signal_benchmark_prints_json(monkeypatch):
     assert -1.0 <= figures[where]["cross_key_cosine"] <= 1.0
   assert figures["distance_beta0"] > 0 and len(figures["descent"]) == 1
   assert set(figures["final_beta"]) >= {"p_sphere", "p_expand"}
+
+
+@pytest.mark.parametrize("args, names", [
+    (["--workdir={tmp}", "--config.data.dirr=1"], "dirr"),                  # typo'd field
+    (["--workdir={tmp}", "--config=configs/mbii.py:nope"], "nope"),         # wrong variant
+    (["--workdir={tmp}", "--config.outer.sigma=abc"], "abc"),               # wrong type
+    (["--workdir={tmp}", "--config.data.dir=/nonexistent"], "/nonexistent"),  # missing data
+    (["--workdir={tmp}", "--config.outer.sigma=-1", "--config.data.dir=/nonexistent/x"], "sigma"),
+    (["--workdir="], "--workdir is empty"),
+    ([], "--workdir"),                                                        # required flag
+    (["--wrkdir={tmp}"], "wrkdir"),                                           # unknown flag
+    (["--workdir={tmp}", "stray"], "stray"),                                  # positional
+])
+def test_bad_input_exits_2_with_one_line_that_names_it(tmp_path, args, names):
+  args = [a.format(tmp=tmp_path) for a in args]
+  result = subprocess.run([sys.executable, "-m", "experiments.mbii", *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], lines
+
+
+def test_help_lists_config_workdir_and_the_config_fields():
+  result = subprocess.run([sys.executable, "-m", "experiments.mbii", "--help"], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+  for text in ("--config:", "--workdir:", "outer.{", "num_perturbations=29"):
+    assert text in result.stdout, text
