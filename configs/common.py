@@ -34,7 +34,8 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # train_steps_per_outer plain steps), final plain steps.
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=0, outer_steps=10, train_steps_per_outer=0, final_steps=0,
-      checkpoint_every=10, eval_every=10, time_budget_s=0.0, freeze_beta=False, kill_at_step=-1))
+      checkpoint_every=10, eval_every=10, time_budget_s=0.0, freeze_beta=False, kill_at_step=-1,
+      log_every=1))
   return config
 
 

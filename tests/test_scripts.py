@@ -95,3 +95,18 @@ def test_help_lists_config_workdir_and_the_config_fields():
                           capture_output=True, text=True, timeout=300)
   for text in ("--config:", "--workdir:", "outer.{", "num_perturbations=29"):
     assert text in result.stdout, text
+
+
+def test_a_run_started_from_python_shows_progress(tmp_path):
+  """No absl.app (a notebook, a user's script): the step lines still reach stderr, readably."""
+  code = ("from configs import mbii\nfrom hgrad.tasks import mbii as task\n"
+          "c = mbii.get_config('smoke')\nc.schedule.update(log_every=5, eval_every=100)\n"
+          f"task.run(c, {str(tmp_path)!r})\n")
+  result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  steps = [line for line in result.stderr.splitlines() if " mbii step " in line]
+  logged = {line.split(" mbii step ")[1].split()[0] for line in steps}
+  # Every 5th step, and the outer steps (they carry L); not the plain steps 4, 6, 8.
+  assert {"5/10", "10/10", "3/10"} <= logged and not {"4/10", "6/10", "8/10"} & logged
+  assert steps[0][:9].count(":") == 2 and " I " in steps[0]          # "HH:MM:SS I ..."

@@ -29,8 +29,11 @@ import threading
 import time
 from typing import Any, Callable, NamedTuple
 
+import logging as std_logging
+
 import jax
 import numpy as np
+from absl import flags
 from absl import logging
 
 from hgrad.core.checkpoint import Checkpointer
@@ -105,12 +108,13 @@ class Schedule:
   time_budget_s: float = 0.0       # > 0: stop after this much step time
   freeze_beta: bool = False        # outer steps become plain steps (the fixed-beta ablation)
   kill_at_step: int = -1           # testing only: SIGKILL this process after that global step
+  log_every: int = 1               # a progress line every this many steps (and at every L)
 
   def __post_init__(self):
     for name in ("warmup_steps", "outer_steps", "train_steps_per_outer", "final_steps"):
       if getattr(self, name) < 0:
         raise ValueError(f"Schedule.{name} must be >= 0, got {getattr(self, name)}")
-    for name in ("checkpoint_every", "eval_every"):
+    for name in ("checkpoint_every", "eval_every", "log_every"):
       if getattr(self, name) < 1:
         raise ValueError(f"Schedule.{name} must be >= 1, got {getattr(self, name)}")
     if self.total_steps < 1:
@@ -179,8 +183,27 @@ def _format_eta(seconds: float) -> str:
       f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+def show_progress() -> None:
+  """Progress lines for a run started from Python (a notebook, a user's script).
+
+  Under `absl.app` the flags decide what is logged; without it absl's INFO
+  lines go nowhere, so hgrad's (absl's) logger gets a readable line format on
+  stderr, unless it has a handler already.
+  """
+  logger = std_logging.getLogger("absl")
+  if flags.FLAGS.is_parsed() or logger.handlers:
+    return
+  handler = std_logging.StreamHandler()
+  handler.setFormatter(std_logging.Formatter("%(asctime)s %(levelname).1s %(message)s",
+                                             "%H:%M:%S"))
+  logger.addHandler(handler)
+  logger.propagate = False
+  logging.set_verbosity(logging.INFO)
+
+
 def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   """Runs (or resumes) the schedule in `workdir`; returns the results dict."""
+  show_progress()
   os.makedirs(workdir, exist_ok=True)
   hg = task.hg
   reset_stats = getattr(task.generator, "reset_stats", dict)
@@ -258,10 +281,11 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                         for s in range(step + 1, schedule.total_steps))
         if schedule.time_budget_s > 0:
           remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
-        logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
-                     task.name, step + 1, schedule.total_steps, phase,
-                     f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
-                     wall, host, _format_eta(remaining))
+        if (step + 1) % schedule.log_every == 0 or "L" in record:
+          logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
+                       task.name, step + 1, schedule.total_steps, phase,
+                       f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
+                       wall, host, _format_eta(remaining))
         if (step + 1) % schedule.checkpoint_every == 0:
           stop.saving = True
           save(step + 1)
