@@ -59,6 +59,36 @@ def test_smoke_run_writes_everything(smoke_run):
   assert summary["train_mae"] == pytest.approx(results["train"]["image_mean"]["mae"])
 
 
+def _events(workdir):
+  """(tag, step) of every scalar and image in the run's TensorBoard event files."""
+  import glob
+  import struct
+  from tensorboardX.proto import event_pb2
+  found = []
+  for path in glob.glob(os.path.join(workdir, "events.out.tfevents.*")):
+    with open(path, "rb") as f:
+      data = f.read()
+    offset = 0
+    while offset < len(data):               # TFRecord: length, crc, payload, crc
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 16 + length
+      for value in event.summary.value:
+        found.append((value.tag, event.step, value.HasField("image")))
+  return found
+
+
+def test_tensorboard_events_hold_the_metrics_beta_and_samples(smoke_run):
+  workdir, _, _ = smoke_run
+  events = _events(workdir)
+  tags = {tag for tag, _, _ in events}
+  for tag in ("L", "train_loss", "grad_norm", "grad_cosine", "wall_s", "host_render_s",
+              "beta/p_sphere", "beta/tetra_length_logvar"):
+    assert tag in tags, tag
+  assert sorted(step for tag, step, _ in events if tag == "train_loss") == list(range(1, 11))
+  assert ("samples", 10, True) in events
+
+
 def test_smoke_trajectory_is_unchanged_by_the_restructure(smoke_run):
   """The beta trajectory recorded before the issue-12 restructure (tests/data) is reproduced."""
   workdir, _, _ = smoke_run

@@ -37,6 +37,7 @@ from absl import flags
 from absl import logging
 
 from hgrad.core.checkpoint import Checkpointer
+from hgrad.core.events import EventWriter
 from hgrad.core.outer import HybridGradient, OuterState
 
 METRICS_FILE = "metrics.jsonl"
@@ -221,95 +222,100 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
     history = _truncate_metrics(workdir, -1)
   key = jax.random.key(seed)
   step_fn = task.step or hybrid_step(hg)
-
-  def save(step: int):
-    if task.save_host_state is not None:
-      meta["host_state"] = task.save_host_state()
-    checkpointer.save(step, state, meta)
-
-  saved_step = int(state.step)
-  last_interim = time.monotonic()
-  recent: dict[str, list[float]] = {}
-  stopped_by = None
+  events = EventWriter(workdir, int(state.step))
   try:
-    with _stop_on_signals() as stop, \
-        open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
-      while int(state.step) < schedule.total_steps:
-        if stop.signum is not None:
-          stopped_by = stop.signum
-          break
-        if schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s:
-          logging.info("time budget of %.0f s reached at step %d", schedule.time_budget_s,
-                       int(state.step))
-          break
-        step = int(state.step)
-        phase = schedule.phase(step)
-        reset_stats()
-        start, cpu_start = time.perf_counter(), time.process_time()
-        new_state, metrics = step_fn(state, phase, key)
-        metrics = jax.device_get(metrics)
-        wall = time.perf_counter() - start
-        host_stats = reset_stats()
-        host = float(host_stats.get("host_wall_s", 0.0))
-        cpu = time.process_time() - cpu_start + float(host_stats.get("worker_cpu_s", 0.0))
-        new_meta = dict(meta, elapsed_s=meta["elapsed_s"] + wall,
-                        host_render_s=meta["host_render_s"] + host, cpu_s=meta["cpu_s"] + cpu)
-        record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
-                  "device_s": max(wall - host, 0.0), "cpu_s": cpu,
-                  "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
-                  "beta": hg.layout.as_dict(hg.beta(new_state))}
-        record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
-        averaged = hg.inner.ema_decay > 0
-        if phase == "outer" and "L" in metrics:
-          # The objective the estimate differentiates: L at the unrolled (raw) weights.
-          record["L_unroll" if averaged else "L"] = float(metrics["L"])
-        if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
-                                  step + 1 == schedule.total_steps):
-          record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
-          if averaged:
-            record["L_raw"] = float(hg.evaluate(new_state.inner.params))
-        metrics_file.write(json.dumps(record) + "\n")
-        metrics_file.flush()
-        # The step counts from here: a stop before this line leaves the previous state (and
-        # its line is dropped on resume), a stop after it saves this state with its line.
-        state, meta = new_state, new_meta
-        history.append(record)
-        kind = lambda p: "outer" if p == "outer" else "plain"  # noqa: E731
-        recent.setdefault(kind(phase), []).append(wall)
-        per_kind = {k: float(np.mean(v[-5:])) for k, v in recent.items()}
-        remaining = sum(per_kind.get(kind(schedule.phase(s)), wall)
-                        for s in range(step + 1, schedule.total_steps))
-        if schedule.time_budget_s > 0:
-          remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
-        if (step + 1) % schedule.log_every == 0 or "L" in record:
-          logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
-                       task.name, step + 1, schedule.total_steps, phase,
-                       f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
-                       wall, host, _format_eta(remaining))
-        if (step + 1) % schedule.checkpoint_every == 0:
-          stop.saving = True
-          save(step + 1)
-          saved_step, stop.saving = step + 1, False
-          if time.monotonic() - last_interim >= INTERIM_EVERY_S and step + 1 < schedule.total_steps:
-            write_outputs(task, state, history, meta, workdir, partial=True)
-            last_interim = time.monotonic()
-        if step + 1 == schedule.kill_at_step:
-          os.kill(os.getpid(), signal.SIGKILL)
-  except _Stop as immediate:
-    stopped_by = immediate.signum
+    def save(step: int):
+      if task.save_host_state is not None:
+        meta["host_state"] = task.save_host_state()
+      checkpointer.save(step, state, meta)
+
+    saved_step = int(state.step)
+    last_interim = time.monotonic()
+    recent: dict[str, list[float]] = {}
+    stopped_by = None
+    try:
+      with _stop_on_signals() as stop, \
+          open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
+        while int(state.step) < schedule.total_steps:
+          if stop.signum is not None:
+            stopped_by = stop.signum
+            break
+          if schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s:
+            logging.info("time budget of %.0f s reached at step %d", schedule.time_budget_s,
+                         int(state.step))
+            break
+          step = int(state.step)
+          phase = schedule.phase(step)
+          reset_stats()
+          start, cpu_start = time.perf_counter(), time.process_time()
+          new_state, metrics = step_fn(state, phase, key)
+          metrics = jax.device_get(metrics)
+          wall = time.perf_counter() - start
+          host_stats = reset_stats()
+          host = float(host_stats.get("host_wall_s", 0.0))
+          cpu = time.process_time() - cpu_start + float(host_stats.get("worker_cpu_s", 0.0))
+          new_meta = dict(meta, elapsed_s=meta["elapsed_s"] + wall,
+                          host_render_s=meta["host_render_s"] + host, cpu_s=meta["cpu_s"] + cpu)
+          record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
+                    "device_s": max(wall - host, 0.0), "cpu_s": cpu,
+                    "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
+                    "beta": hg.layout.as_dict(hg.beta(new_state))}
+          record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
+          averaged = hg.inner.ema_decay > 0
+          if phase == "outer" and "L" in metrics:
+            # The objective the estimate differentiates: L at the unrolled (raw) weights.
+            record["L_unroll" if averaged else "L"] = float(metrics["L"])
+          if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
+                                    step + 1 == schedule.total_steps):
+            record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
+            if averaged:
+              record["L_raw"] = float(hg.evaluate(new_state.inner.params))
+          metrics_file.write(json.dumps(record) + "\n")
+          metrics_file.flush()
+          events.record(record)
+          # The step counts from here: a stop before this line leaves the previous state (and
+          # its line is dropped on resume), a stop after it saves this state with its line.
+          state, meta = new_state, new_meta
+          history.append(record)
+          kind = lambda p: "outer" if p == "outer" else "plain"  # noqa: E731
+          recent.setdefault(kind(phase), []).append(wall)
+          per_kind = {k: float(np.mean(v[-5:])) for k, v in recent.items()}
+          remaining = sum(per_kind.get(kind(schedule.phase(s)), wall)
+                          for s in range(step + 1, schedule.total_steps))
+          if schedule.time_budget_s > 0:
+            remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
+          if (step + 1) % schedule.log_every == 0 or "L" in record:
+            logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
+                         task.name, step + 1, schedule.total_steps, phase,
+                         f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
+                         wall, host, _format_eta(remaining))
+          if (step + 1) % schedule.checkpoint_every == 0:
+            stop.saving = True
+            save(step + 1)
+            saved_step, stop.saving = step + 1, False
+            if time.monotonic() - last_interim >= INTERIM_EVERY_S and step + 1 < schedule.total_steps:
+              write_outputs(task, state, history, meta, workdir, partial=True, events=events)
+              last_interim = time.monotonic()
+          if step + 1 == schedule.kill_at_step:
+            os.kill(os.getpid(), signal.SIGKILL)
+    except _Stop as immediate:
+      stopped_by = immediate.signum
+    finally:
+      if int(state.step) != saved_step:
+        save(int(state.step))
+      checkpointer.close()
+    if stopped_by is not None:
+      write_outputs(task, state, history, meta, workdir, partial=True,
+                    interrupted=signal.Signals(stopped_by).name, events=events)
+      raise Interrupted(stopped_by, int(state.step), workdir)
+    return write_outputs(task, state, history, meta, workdir, partial=False, events=events)
   finally:
-    if int(state.step) != saved_step:
-      save(int(state.step))
-    checkpointer.close()
-  if stopped_by is not None:
-    write_outputs(task, state, history, meta, workdir, partial=True,
-                  interrupted=signal.Signals(stopped_by).name)
-    raise Interrupted(stopped_by, int(state.step), workdir)
-  return write_outputs(task, state, history, meta, workdir, partial=False)
+    events.close()
 
 
 def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict, workdir: str,
-                  *, partial: bool, interrupted: str | None = None) -> dict:
+                  *, partial: bool, interrupted: str | None = None,
+                  events: EventWriter | None = None) -> dict:
   """results.json (marked partial before the end) and the task's own outputs (plots, samples).
 
   `interrupted` (the signal's name) is recorded in the results; a task's
@@ -330,4 +336,7 @@ def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict
     task.finish(workdir, state, history, results)
   with open(os.path.join(workdir, RESULTS_FILE), "w") as f:
     json.dump(results, f, indent=2)
+  if events is not None:
+    events.image("samples", os.path.join(workdir, "samples.png"), int(state.step))
+    events.flush()
   return results
