@@ -36,6 +36,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from hgrad.core import estimator
 from hgrad.tasks import registry
 from hgrad.core.checkpoint import Checkpointer
@@ -53,9 +54,6 @@ _DIRECTIONS = flags.DEFINE_enum("directions", "gaussian", ["gaussian", "orthogon
 _BLOCKS = flags.DEFINE_list("blocks", ["all", "discrete", "continuous"], "Blocks to measure.")
 
 
-def _cosine(a, b) -> float:
-  return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-
 
 def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
   """Halves, cross-key and tail statistics of K sets of (s_j, delta_j)."""
@@ -63,11 +61,11 @@ def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> di
   combine = lambda s, d: np.asarray(estimator.combine(s, d, sigma))  # noqa: E731
   grads = np.stack([combine(s, d) for s, d in zip(s_KxM, deltas_KxMxD)])
   half = m // 2
-  halves = [_cosine(combine(s[:half], d[:half]), combine(s[half:], d[half:]))
+  halves = [common.cosine(combine(s[:half], d[:half]), combine(s[half:], d[half:]))
             for s, d in zip(s_KxM, deltas_KxMxD)]
-  cross = [_cosine(grads[a], grads[b]) for a in range(num_keys) for b in range(a + 1, num_keys)]
+  cross = common.mean_cross_cosine(grads)
   abs_s = np.abs(s_KxM)
-  return {"halves_cosine": float(np.mean(halves)), "cross_key_cosine": float(np.mean(cross)),
+  return {"halves_cosine": float(np.mean(halves)), "cross_key_cosine": cross,
           "grad_norm": float(np.mean(np.linalg.norm(grads, axis=1))),
           "mean_grad_norm": float(np.linalg.norm(grads.mean(0))),
           "s_median": float(np.median(abs_s)), "s_tail": float(abs_s.max() / np.median(abs_s))}

@@ -30,10 +30,10 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from hgrad.core import estimator
 from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.outer import HybridGradient
-from hgrad.tasks import registry
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
@@ -44,14 +44,10 @@ _KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")
 _LONG = flags.DEFINE_integer("long_steps", 32, "Inner steps of the long unroll.")
 
 
-def _cosine(a, b) -> float:
-  return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-
 
 def main(argv):
   del argv
-  config = _CONFIG.value.base if "base" in _CONFIG.value else _CONFIG.value
-  task_module = registry.get(config.get("task", "mbii"))
+  config, task_module = common.task_config(_CONFIG.value)
   task, _ = task_module.build(config)
   hg = task.hg
   warm = hg.init(task.beta0, task.params0)
@@ -83,11 +79,10 @@ def main(argv):
   task.generator.close()
   means = {name: np.mean(g, axis=0) for name, g in grads.items()}
   out = {"keys": _KEYS.value, "inner_steps": hg.inner.steps, "long_steps": _LONG.value,
-         "cosine": {"warm_vs_fresh": _cosine(means["warm"], means["fresh"]),
-                    "warm_vs_warm_long": _cosine(means["warm"], means["warm_long"]),
-                    "fresh_vs_warm_long": _cosine(means["fresh"], means["warm_long"])},
-         "cross_key_cosine": {name: float(np.mean([_cosine(a, b) for i, a in enumerate(g)
-                                                   for b in g[i + 1:]]))
+         "cosine": {"warm_vs_fresh": common.cosine(means["warm"], means["fresh"]),
+                    "warm_vs_warm_long": common.cosine(means["warm"], means["warm_long"]),
+                    "fresh_vs_warm_long": common.cosine(means["fresh"], means["warm_long"])},
+         "cross_key_cosine": {name: common.mean_cross_cosine(g)
                               for name, g in grads.items()},
          "seconds": round(time.perf_counter() - start, 1)}
   if hasattr(task_module, "beta_star"):
@@ -95,7 +90,7 @@ def main(argv):
                - np.asarray(u0))        # -(u* - u0): a gradient that descends toward beta*
     moving = np.abs(toward) > 1e-6
     out["toward_beta_star"] = {
-        name: {"cosine": _cosine(m, toward),
+        name: {"cosine": common.cosine(m, toward),
                "sign_agreement": float(np.mean(np.sign(m[moving]) == np.sign(toward[moving]))),
                "per_dimension": {hg.layout.names[i]: float(m[i]) for i in np.nonzero(moving)[0]}}
         for name, m in means.items()}

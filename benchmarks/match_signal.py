@@ -36,8 +36,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from benchmarks import common
 from hgrad.core import estimator
-from hgrad.tasks import registry
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
@@ -74,14 +74,10 @@ def embed(weights, normals_BxHxWx3: jax.Array, mask_BxHxW: jax.Array) -> jax.Arr
   return jnp.concatenate(features, -1)
 
 
-def _cosine(a, b) -> float:
-  return float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-30))
-
 
 def main(argv):
   del argv
-  config = _CONFIG.value.base if "base" in _CONFIG.value else _CONFIG.value
-  task_module = registry.get(config.get("task", "mbii"))
+  config, task_module = common.task_config(_CONFIG.value)
   if not hasattr(task_module, "known_beta_star"):
     raise ValueError(f"task {config.task!r} has no synthetic target with a known beta*")
   beta_star = task_module.known_beta_star(config)
@@ -116,9 +112,8 @@ def main(argv):
                           for k in range(_KEYS.value)])
     grads = [np.asarray(g) for g in grads]
     out[name] = {"D": float(np.mean(values)),
-                 "cross_key_cosine": float(np.mean([_cosine(a, b) for i, a in enumerate(grads)
-                                                    for b in grads[i + 1:]])),
-                 "cosine_toward_beta_star": _cosine(np.mean(grads, 0), toward)}
+                 "cross_key_cosine": common.mean_cross_cosine(grads),
+                 "cosine_toward_beta_star": common.cosine(np.mean(grads, 0), toward)}
     print(f"at {name:<9} D {out[name]['D']:.4f}  cross-key cosine "
           f"{out[name]['cross_key_cosine']:+.3f}  cosine toward beta* "
           f"{out[name]['cosine_toward_beta_star']:+.3f}", flush=True)
