@@ -36,6 +36,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from hgrad.core import eta
 from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.events import EventWriter
 from hgrad.core.outer import HybridGradient, OuterState
@@ -125,6 +126,18 @@ class Schedule:
   def total_steps(self) -> int:
     return self.warmup_steps + self.outer_steps * (1 + self.train_steps_per_outer) + self.final_steps
 
+  def describe(self) -> str:
+    """The phase plan in words, e.g. '200 warm-up, 100 outer (+2 plain each), 400 final = 900 steps'."""
+    parts = [f"{self.warmup_steps} warm-up"] if self.warmup_steps else []
+    if self.outer_steps:
+      plain = f" (+{self.train_steps_per_outer} plain each)" if self.train_steps_per_outer else ""
+      parts.append(f"{self.outer_steps} {'plain (beta frozen)' if self.freeze_beta else 'outer'}"
+                   f"{plain}")
+    if self.final_steps:
+      parts.append(f"{self.final_steps} final")
+    budget = f", stop after {self.time_budget_s:.0f} s" if self.time_budget_s > 0 else ""
+    return f"{', '.join(parts)} = {self.total_steps} steps{budget}"
+
   def phase(self, step: int) -> str:
     """'warmup', 'outer', 'train' or 'final' for the global step about to run."""
     if step < self.warmup_steps:
@@ -178,12 +191,6 @@ def _truncate_metrics(workdir: str, last_step: int) -> list[dict]:
   return kept
 
 
-def _format_eta(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else \
-      f"{seconds // 60}m{seconds % 60:02d}s"
-
-
 def show_progress() -> None:
   """Progress lines for a run started from Python (a notebook, a user's script).
 
@@ -222,6 +229,9 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
     history = _truncate_metrics(workdir, -1)
   key = jax.random.key(seed)
   step_fn = task.step or hybrid_step(hg)
+  logging.info("%s in %s: %s; outputs: metrics.jsonl, checkpoints/, TensorBoard events, then "
+               "results.json and the task's plots (interim ones at checkpoints)", task.name,
+               workdir, schedule.describe())
   events = EventWriter(workdir, int(state.step))
   try:
     def save(step: int):
@@ -231,7 +241,7 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
 
     saved_step = int(state.step)
     last_interim = time.monotonic()
-    recent: dict[str, list[float]] = {}
+    costs = eta.StepCosts(history, 2 * hg.outer.num_perturbations + 1)
     stopped_by = None
     try:
       with _stop_on_signals() as stop, \
@@ -277,18 +287,16 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
           # its line is dropped on resume), a stop after it saves this state with its line.
           state, meta = new_state, new_meta
           history.append(record)
-          kind = lambda p: "outer" if p == "outer" else "plain"  # noqa: E731
-          recent.setdefault(kind(phase), []).append(wall)
-          per_kind = {k: float(np.mean(v[-5:])) for k, v in recent.items()}
-          remaining = sum(per_kind.get(kind(schedule.phase(s)), wall)
-                          for s in range(step + 1, schedule.total_steps))
+          costs.add(record)
+          remaining, estimated = costs.remaining(
+              [schedule.phase(s) for s in range(step + 1, schedule.total_steps)], wall)
           if schedule.time_budget_s > 0:
             remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
           if (step + 1) % schedule.log_every == 0 or "L" in record:
             logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
                          task.name, step + 1, schedule.total_steps, phase,
                          f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
-                         wall, host, _format_eta(remaining))
+                         wall, host, eta.format_eta(remaining, estimated))
           if (step + 1) % schedule.checkpoint_every == 0:
             stop.saving = True
             save(step + 1)

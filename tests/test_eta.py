@@ -1,0 +1,49 @@
+"""The ETA prices each kind of step by what it costs, leaving out compile steps."""
+
+import pytest
+
+from hgrad.core import eta
+from hgrad.core.loop import Schedule
+
+
+def _row(phase, wall, render=0.1):
+  return {"phase": phase, "wall_s": wall, "host_render_s": render, "device_s": wall - render}
+
+
+def test_the_first_step_of_each_kind_compiles_and_is_not_a_cost():
+  costs = eta.StepCosts([], render_sets_per_outer=59)
+  costs.add(_row("warmup", 30.0))                   # compile
+  for _ in range(5):
+    costs.add(_row("warmup", 1.5))
+  assert costs.cost("plain") == (pytest.approx(1.5), False)
+
+
+def test_an_unseen_outer_step_is_priced_from_the_plain_ones_then_measured():
+  costs = eta.StepCosts([], render_sets_per_outer=59)
+  for wall in (20.0, 1.5, 1.5, 1.5):
+    costs.add(_row("warmup", wall))
+  outer, estimated = costs.cost("outer")
+  assert estimated and outer == pytest.approx(eta.OUTER_DEVICE_FACTOR * 1.4 + 59 * 0.1)
+  schedule = Schedule(warmup_steps=4, outer_steps=10, train_steps_per_outer=2, final_steps=20)
+  phases = [schedule.phase(s) for s in range(4, schedule.total_steps)]
+  total, estimated = costs.remaining(phases, fallback_s=99.0)
+  assert estimated and total == pytest.approx(10 * outer + 40 * 1.5)
+  costs.add(_row("outer", 60.0))                    # compile
+  costs.add(_row("outer", 12.0))
+  assert costs.cost("outer") == (pytest.approx(12.0), False)
+  assert eta.format_eta(125, True) == "~2m05s" and eta.format_eta(3725) == "1h02m"
+
+
+def test_a_resumed_run_prices_steps_from_its_history():
+  history = [_row("warmup", 1.5)] * 8 + [_row("outer", 12.0)] * 3 + [_row("train", 1.5)] * 6
+  costs = eta.StepCosts(history, render_sets_per_outer=59)
+  costs.add(_row("train", 40.0))                    # this process compiles again
+  assert costs.cost("plain") == (pytest.approx(1.5), False)
+  assert costs.cost("outer") == (pytest.approx(12.0), False)
+
+
+def test_the_phase_plan_in_words():
+  schedule = Schedule(warmup_steps=200, outer_steps=100, train_steps_per_outer=2, final_steps=400)
+  assert schedule.describe() == "200 warm-up, 100 outer (+2 plain each), 400 final = 900 steps"
+  fixed = Schedule(warmup_steps=1450, outer_steps=0, time_budget_s=2400.0)
+  assert fixed.describe() == "1450 warm-up = 1450 steps, stop after 2400 s"
