@@ -38,7 +38,6 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from hgrad.core import estimator
-from hgrad.tasks import registry
 from hgrad.core.checkpoint import Checkpointer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -52,7 +51,6 @@ _M = flags.DEFINE_integer("num_perturbations", 24, "Directions per sample set (e
 _DIRECTIONS = flags.DEFINE_enum("directions", "gaussian", ["gaussian", "orthogonal"],
                                 "Direction draws (orthogonal: use m = 2 * dim(beta)).")
 _BLOCKS = flags.DEFINE_list("blocks", ["all", "discrete", "continuous"], "Blocks to measure.")
-
 
 
 def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
@@ -79,7 +77,8 @@ def main(argv):
   unknown = set(_BLOCKS.value) - set(blocks)
   if unknown:
     raise app.UsageError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
-  task, _ = registry.get(_CONFIG.value.get("task", "mbii")).build(_CONFIG.value)
+  config, task_module = common.task_config(_CONFIG.value)
+  task, _ = task_module.build(config)
   hg, layout = task.hg, task.hg.layout
   state = hg.init(task.beta0, task.params0)
   if _WORKDIR.value:

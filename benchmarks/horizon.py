@@ -44,7 +44,6 @@ _KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")
 _LONG = flags.DEFINE_integer("long_steps", 32, "Inner steps of the long unroll.")
 
 
-
 def main(argv):
   del argv
   config, task_module = common.task_config(_CONFIG.value)

@@ -25,8 +25,9 @@ def test_an_unseen_outer_step_is_priced_from_the_plain_ones_then_measured():
   outer, estimated = costs.cost("outer")
   assert estimated and outer == pytest.approx(eta.OUTER_DEVICE_FACTOR * 1.4 + 59 * 0.1)
   schedule = Schedule(warmup_steps=4, outer_steps=10, train_steps_per_outer=2, final_steps=20)
-  phases = [schedule.phase(s) for s in range(4, schedule.total_steps)]
-  total, estimated = costs.remaining(phases, fallback_s=99.0)
+  outer_left = schedule.outer_steps_from(4)
+  total, estimated = costs.remaining(outer_left, schedule.total_steps - 4 - outer_left,
+                                     fallback_s=99.0)
   assert estimated and total == pytest.approx(10 * outer + 40 * 1.5)
   costs.add(_row("outer", 60.0))                    # compile
   costs.add(_row("outer", 12.0))
@@ -40,6 +41,17 @@ def test_a_resumed_run_prices_steps_from_its_history():
   costs.add(_row("train", 40.0))                    # this process compiles again
   assert costs.cost("plain") == (pytest.approx(1.5), False)
   assert costs.cost("outer") == (pytest.approx(12.0), False)
+
+
+@pytest.mark.parametrize("schedule", [
+    Schedule(warmup_steps=4, outer_steps=10, train_steps_per_outer=2, final_steps=20),
+    Schedule(warmup_steps=0, outer_steps=7, train_steps_per_outer=0, final_steps=3),
+    Schedule(warmup_steps=5, outer_steps=3, train_steps_per_outer=1, freeze_beta=True),
+])
+def test_outer_steps_left_match_the_phases(schedule):
+  for step in range(schedule.total_steps + 1):
+    assert schedule.outer_steps_from(step) == sum(
+        schedule.phase(s) == "outer" for s in range(step, schedule.total_steps)), step
 
 
 def test_the_phase_plan_in_words():

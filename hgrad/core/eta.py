@@ -54,11 +54,11 @@ class StepCosts:
               self._render_sets * float(np.median(self._renders))), True
     return None, True
 
-  def remaining(self, phases: list[str], fallback_s: float) -> tuple[float, bool]:
-    """(seconds for the steps of `phases`, whether any price is an estimate)."""
+  def remaining(self, outer_steps: int, plain_steps: int, fallback_s: float
+                ) -> tuple[float, bool]:
+    """(seconds for that many steps of each kind, whether any price is an estimate)."""
     total, estimated = 0.0, False
-    for kind in ("outer", "plain"):
-      count = sum(kind_of(p) == kind for p in phases)
+    for kind, count in (("outer", outer_steps), ("plain", plain_steps)):
       if count:
         cost, guessed = self.cost(kind)
         total += count * (fallback_s if cost is None else cost)

@@ -138,6 +138,14 @@ class Schedule:
     budget = f", stop after {self.time_budget_s:.0f} s" if self.time_budget_s > 0 else ""
     return f"{', '.join(parts)} = {self.total_steps} steps{budget}"
 
+  def outer_steps_from(self, step: int) -> int:
+    """How many of the global steps step, step + 1, ... are outer steps."""
+    if self.freeze_beta:
+      return 0
+    period = 1 + self.train_steps_per_outer
+    done = min(max(-(-(step - self.warmup_steps) // period), 0), self.outer_steps)
+    return self.outer_steps - done
+
   def phase(self, step: int) -> str:
     """'warmup', 'outer', 'train' or 'final' for the global step about to run."""
     if step < self.warmup_steps:
@@ -271,14 +279,13 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                     "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
                     "beta": hg.layout.as_dict(hg.beta(new_state))}
           record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
-          averaged = hg.inner.ema_decay > 0
           if phase == "outer" and "L" in metrics:
             # The objective the estimate differentiates: L at the unrolled (raw) weights.
-            record["L_unroll" if averaged else "L"] = float(metrics["L"])
+            record["L_unroll" if hg.averages else "L"] = float(metrics["L"])
           if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
                                     step + 1 == schedule.total_steps):
             record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
-            if averaged:
+            if hg.averages:
               record["L_raw"] = float(hg.evaluate(new_state.inner.params))
           metrics_file.write(json.dumps(record) + "\n")
           metrics_file.flush()
@@ -288,8 +295,9 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
           state, meta = new_state, new_meta
           history.append(record)
           costs.add(record)
+          outer_left = schedule.outer_steps_from(step + 1)
           remaining, estimated = costs.remaining(
-              [schedule.phase(s) for s in range(step + 1, schedule.total_steps)], wall)
+              outer_left, schedule.total_steps - step - 1 - outer_left, wall)
           if schedule.time_budget_s > 0:
             remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
           if (step + 1) % schedule.log_every == 0 or "L" in record:

@@ -180,15 +180,20 @@ class HybridGradient:
         inner=unroll.InnerState(params, self.inner_optimizer.init(params)),
         step=jnp.zeros((), jnp.int32),
         prev_grad=jnp.zeros(u0.shape, jnp.float32),
-        average=params if self.inner.ema_decay > 0 else (),
+        average=params if self.averages else (),
     )
+
+  @property
+  def averages(self) -> bool:
+    """Whether the state keeps an EMA of the weights (InnerConfig.ema_decay > 0)."""
+    return self.inner.ema_decay > 0
 
   def eval_params(self, state: OuterState) -> Any:
     """The weights L is evaluated on and the run delivers: the EMA if configured, else the latest."""
-    return state.average if self.inner.ema_decay > 0 else state.inner.params
+    return state.average if self.averages else state.inner.params
 
   def _averaged(self, state: OuterState, trained: unroll.InnerState) -> Any:
-    if self.inner.ema_decay <= 0:
+    if not self.averages:
       return ()
     return unroll.update_average(state.average, trained.params, self.inner.ema_decay, state.step)
 
