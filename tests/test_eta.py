@@ -6,8 +6,9 @@ from hgrad.core import eta
 from hgrad.core.loop import Schedule
 
 
-def _row(phase, wall, render=0.1):
-  return {"phase": phase, "wall_s": wall, "host_render_s": render, "device_s": wall - render}
+def _row(phase, wall, render=0.1, **more):
+  return {"phase": phase, "wall_s": wall, "host_render_s": render, "device_s": wall - render,
+          **more}
 
 
 def test_the_first_step_of_each_kind_compiles_and_is_not_a_cost():
@@ -41,6 +42,27 @@ def test_a_resumed_run_prices_steps_from_its_history():
   costs.add(_row("train", 40.0))                    # this process compiles again
   assert costs.cost("plain") == (pytest.approx(1.5), False)
   assert costs.cost("outer") == (pytest.approx(12.0), False)
+
+
+def test_steps_compiled_ahead_all_count():
+  costs = eta.StepCosts([], render_sets_per_outer=5, first_step_compiles=False)
+  costs.add(_row("warmup", 2.0))
+  assert costs.cost("plain") == (pytest.approx(2.0), False)
+
+
+def test_the_work_between_steps_is_priced_by_its_mean():
+  """L every 4th step costs 2 s: a median would say 0, the mean says 0.5 s a step."""
+  history = [_row("warmup", 1.0, overhead_s=2.0 if i % 4 == 0 else 0.0) for i in range(8)]
+  costs = eta.StepCosts(history, render_sets_per_outer=5)
+  total, estimated = costs.remaining(0, 10, fallback_s=99.0)
+  assert not estimated and total == pytest.approx(10 * 1.5)
+
+
+def test_a_time_budget_cuts_the_eta_short():
+  costs = eta.StepCosts([_row("warmup", 1.0, overhead_s=1.0)] * 3, render_sets_per_outer=5)
+  total, _ = costs.remaining(0, 100, fallback_s=99.0, budget_left_s=10.0)
+  assert total == pytest.approx(20.0)      # 10 s of steps and the 10 s between them
+  assert costs.remaining(0, 100, fallback_s=99.0, budget_left_s=-3.0)[0] == 0.0
 
 
 @pytest.mark.parametrize("schedule", [

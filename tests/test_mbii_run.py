@@ -154,9 +154,28 @@ def test_sigterm_saves_and_the_same_command_resumes(smoke_run, tmp_path):
   assert finished.returncode == 0, finished.stderr[-3000:]
   rows = _metrics(tmp_path)
   assert [r["step"] for r in rows] == list(range(1, 161))
+  # The ETA after the resume (5 steps into the new process) is within 30% too.
+  assert 0.7 < _eta_ratio(rows, stopped_at + 5) < 1.3, [(r["step"], r["eta_s"]) for r in rows]
   for got, want in zip(rows[:10], _metrics(reference)):     # the schedules agree for 10 steps
     np.testing.assert_allclose(list(got["beta"].values()), list(want["beta"].values()),
                                rtol=1e-6)
+
+
+def _eta_ratio(rows, step):
+  """The ETA logged at `step` over the time the run then really took to its last step."""
+  row = rows[step - 1]
+  return row["eta_s"] / (rows[-1]["time"] - row["time"])
+
+
+def test_eta_at_warmup_step_10_is_within_30_percent_of_the_time_left(smoke_run, tmp_path):
+  """Step 10 is before any outer step: those are priced from the plain ones (and compiled
+  ahead), the checkpoints and evaluations between steps by their mean."""
+  _, data_dir, _ = smoke_run
+  _run(["experiments.mbii", *SMOKE, f"--workdir={tmp_path}", f"--config.data.dir={data_dir}",
+        "--config.schedule.warmup_steps=12", "--config.schedule.final_steps=100"])
+  rows = _metrics(tmp_path)
+  assert rows[9]["phase"] == "warmup" and rows[12]["phase"] == "outer"
+  assert 0.7 < _eta_ratio(rows, 10) < 1.3, [(r["step"], r["eta_s"], r["time"]) for r in rows[:20]]
 
 
 def test_evaluate_script(smoke_run):

@@ -6,6 +6,10 @@ of the earlier processes in metrics.jsonl. Before any outer step has run,
 one is priced from the plain steps: its renders scale with the 2m + 1 sample
 sets it draws and its device work (the unroll and its VJP) with about
 `OUTER_DEVICE_FACTOR` plain steps; the ETA then reads "~" until one is measured.
+What the loop does between steps (L on the real images, checkpoints, interim
+plots) is priced per step as the mean of its measured `overhead_s`: it comes
+every few steps, so a median would miss it. The loop compiles the step
+functions before the first step, so no step's time hides a compile.
 """
 
 from __future__ import annotations
@@ -22,26 +26,32 @@ def kind_of(phase: str) -> str:
 class StepCosts:
   """Measured step times by kind; `remaining(...)` prices the rest of a schedule."""
 
-  def __init__(self, history: list[dict], render_sets_per_outer: int):
+  def __init__(self, history: list[dict], render_sets_per_outer: int,
+               first_step_compiles: bool = True):
     self._walls: dict[str, list[float]] = {"outer": [], "plain": []}
     self._renders: list[float] = []
     self._devices: list[float] = []
+    self._overheads: list[float] = []
     self._seen: set[str] = set()
     self._render_sets = render_sets_per_outer
+    self._first_step_compiles = first_step_compiles
     for record in history:
       self._add(record)
 
   def _add(self, record: dict) -> None:
     kind = kind_of(record["phase"])
     self._walls[kind].append(float(record["wall_s"]))
+    if "overhead_s" in record:
+      self._overheads.append(float(record["overhead_s"]))
     if kind == "plain":
       self._renders.append(float(record.get("host_render_s", 0.0)))
       self._devices.append(float(record.get("device_s", record["wall_s"])))
 
   def add(self, record: dict) -> None:
-    """A step of this process (its first step of a kind compiles: not a cost sample)."""
+    """A step of this process (unless compiled ahead, its first step of a kind compiles: not a
+    cost sample)."""
     kind = kind_of(record["phase"])
-    if kind in self._seen:
+    if kind in self._seen or not self._first_step_compiles:
       self._add(record)
     self._seen.add(kind)
 
@@ -54,16 +64,22 @@ class StepCosts:
               self._render_sets * float(np.median(self._renders))), True
     return None, True
 
-  def remaining(self, outer_steps: int, plain_steps: int, fallback_s: float
-                ) -> tuple[float, bool]:
-    """(seconds for that many steps of each kind, whether any price is an estimate)."""
-    total, estimated = 0.0, False
+  def remaining(self, outer_steps: int, plain_steps: int, fallback_s: float,
+                budget_left_s: float | None = None) -> tuple[float, bool]:
+    """(seconds for that many steps of each kind and what the loop does between them, whether
+    any price is an estimate); a time budget (`budget_left_s` of step time) cuts it short."""
+    steps_s, estimated = 0.0, False
     for kind, count in (("outer", outer_steps), ("plain", plain_steps)):
       if count:
         cost, guessed = self.cost(kind)
-        total += count * (fallback_s if cost is None else cost)
+        steps_s += count * (fallback_s if cost is None else cost)
         estimated |= guessed
-    return total, estimated
+    between_s = (outer_steps + plain_steps) * (float(np.mean(self._overheads))
+                                               if self._overheads else 0.0)
+    if budget_left_s is not None and steps_s > budget_left_s:
+      scale = max(budget_left_s, 0.0) / steps_s
+      steps_s, between_s = steps_s * scale, between_s * scale
+    return steps_s + between_s, estimated
 
 
 def format_eta(seconds: float, estimated: bool = False) -> str:

@@ -4,7 +4,7 @@
 
 Every number of a metrics line is a scalar at its global step (L, L_raw,
 L_unroll, train_loss, grad_norm, grad_cosine, wall_s, host_render_s,
-device_s, ...), each beta dimension is `beta/<name>`, and the sample grid
+device_s, eta_s, ...; not the unix `time`), each beta dimension is `beta/<name>`, and the sample grid
 (samples.png) is an image whenever the run writes its outputs. A resumed run
 purges what the previous process logged past its checkpoint, as
 metrics.jsonl does.
@@ -17,6 +17,9 @@ import os
 import numpy as np
 from PIL import Image
 from tensorboardX import SummaryWriter
+
+
+NOT_SCALARS = ("step", "time")
 
 
 class EventWriter:
@@ -32,7 +35,7 @@ class EventWriter:
       if key == "beta":
         for name, b in value.items():
           self._writer.add_scalar(f"beta/{name}", float(b), step)
-      elif key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+      elif key not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
         self._writer.add_scalar(key, float(value), step)
 
   def image(self, tag: str, path: str, step: int) -> None:

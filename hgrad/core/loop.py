@@ -217,6 +217,26 @@ def show_progress() -> None:
   logging.set_verbosity(logging.INFO)
 
 
+def compile_ahead(hg: HybridGradient, state: OuterState, key: jax.Array, schedule: Schedule
+                  ) -> float:
+  """Compiles the jitted steps the rest of the schedule runs and L; returns the seconds it took.
+
+  Done before the first step so that no step's time hides a compile (the ETA
+  prices steps from their times) and the outer step's compile, the longest,
+  is paid at start rather than when the warm-up ends. jit's cache keeps the
+  executables (`lower(...).compile()` fills it).
+  """
+  step = int(state.step)
+  outer_left = schedule.outer_steps_from(step)
+  start = time.perf_counter()
+  if outer_left:
+    hg.outer_step.lower(state, key).compile()
+  if schedule.total_steps - step > outer_left:
+    hg.train_step.lower(state, key).compile()
+  hg.evaluate.lower(hg.eval_params(state)).compile()
+  return time.perf_counter() - start
+
+
 def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   """Runs (or resumes) the schedule in `workdir`; returns the results dict."""
   show_progress()
@@ -241,6 +261,13 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                "results.json and the task's plots (interim ones at checkpoints)", task.name,
                workdir, schedule.describe())
   events = EventWriter(workdir, int(state.step))
+  compiled = task.step is None and int(state.step) < schedule.total_steps
+  if compiled:
+    # Compile time is run time: it counts in elapsed_s (and so in a time budget), as it did
+    # when the first step of each kind compiled.
+    compile_s = compile_ahead(hg, state, key, schedule)
+    meta["elapsed_s"] += compile_s
+    logging.info("compiled the step functions in %.1f s", compile_s)
   try:
     def save(step: int):
       if task.save_host_state is not None:
@@ -249,7 +276,9 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
 
     saved_step = int(state.step)
     last_interim = time.monotonic()
-    costs = eta.StepCosts(history, 2 * hg.outer.num_perturbations + 1)
+    costs = eta.StepCosts(history, 2 * hg.outer.num_perturbations + 1,
+                          first_step_compiles=not compiled)
+    last_record_time = None
     stopped_by = None
     try:
       with _stop_on_signals() as stop, \
@@ -287,6 +316,18 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
             record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
             if hg.averages:
               record["L_raw"] = float(hg.evaluate(new_state.inner.params))
+          now = time.monotonic()
+          if last_record_time is not None:
+            # Since the last record: its checkpoint and interim outputs, this step, its L.
+            record["overhead_s"] = max(now - last_record_time - wall, 0.0)
+          last_record_time = now
+          costs.add(record)
+          outer_left = schedule.outer_steps_from(step + 1)
+          remaining, estimated = costs.remaining(
+              outer_left, schedule.total_steps - step - 1 - outer_left, wall,
+              budget_left_s=(schedule.time_budget_s - new_meta["elapsed_s"]
+                             if schedule.time_budget_s > 0 else None))
+          record.update(eta_s=remaining, time=time.time())
           metrics_file.write(json.dumps(record) + "\n")
           metrics_file.flush()
           events.record(record)
@@ -294,12 +335,6 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
           # its line is dropped on resume), a stop after it saves this state with its line.
           state, meta = new_state, new_meta
           history.append(record)
-          costs.add(record)
-          outer_left = schedule.outer_steps_from(step + 1)
-          remaining, estimated = costs.remaining(
-              outer_left, schedule.total_steps - step - 1 - outer_left, wall)
-          if schedule.time_budget_s > 0:
-            remaining = min(remaining, schedule.time_budget_s - meta["elapsed_s"])
           if (step + 1) % schedule.log_every == 0 or "L" in record:
             logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
                          task.name, step + 1, schedule.total_steps, phase,
