@@ -178,6 +178,46 @@ def test_eta_at_warmup_step_10_is_within_30_percent_of_the_time_left(smoke_run, 
   assert 0.7 < _eta_ratio(rows, 10) < 1.3, [(r["step"], r["eta_s"], r["time"]) for r in rows[:20]]
 
 
+def _children(pid):
+  """Pids of the processes whose parent is `pid` (from /proc)."""
+  found = []
+  for entry in os.listdir("/proc"):
+    if entry.isdigit():
+      try:
+        with open(f"/proc/{entry}/stat") as f:
+          if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry))
+      except (OSError, IndexError, ValueError):
+        pass
+  return found
+
+
+def test_a_render_worker_killed_mid_run_leaves_the_trajectory_unchanged(smoke_run, tmp_path):
+  import signal
+  import time
+  reference, data_dir, _ = smoke_run
+  args = [sys.executable, "-m", "experiments.mbii", *SMOKE, f"--workdir={tmp_path}",
+          f"--config.data.dir={data_dir}", "--config.num_workers=2"]
+  proc = subprocess.Popen(args, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+  metrics = tmp_path / "metrics.jsonl"
+  deadline = time.time() + 300
+  while time.time() < deadline and (not metrics.exists() or
+                                    len(metrics.read_text().splitlines()) < 3):
+    time.sleep(0.05)
+  workers = _children(proc.pid)
+  assert len(workers) == 2, workers
+  os.kill(workers[0], signal.SIGKILL)
+  _, stderr = proc.communicate(timeout=300)
+  assert proc.returncode == 0, stderr[-3000:]
+  assert f"render worker {workers[0]} (exit code -9) died; replaced" in stderr
+  rows, expected = _metrics(tmp_path), _metrics(reference)
+  assert [r["step"] for r in rows] == [r["step"] for r in expected]
+  for got, want in zip(rows, expected):
+    np.testing.assert_allclose(list(got["beta"].values()), list(want["beta"].values()),
+                               rtol=1e-6, atol=1e-7)
+
+
 def test_evaluate_script(smoke_run):
   workdir, data_dir, _ = smoke_run
   out = _run(["experiments.evaluate", f"--workdir={workdir}", f"--data={data_dir}",

@@ -8,6 +8,12 @@ renders chunks. A batch is split into contiguous chunks, one per worker, so
 results do not depend on the number of workers. If EGL cannot open a context
 and the user did not choose a platform, the workers are restarted with OSMesa;
 if that fails too, the error names both.
+
+A worker that dies (killed, out of memory, a crash in the GL driver) is
+replaced and its chunk sent again: renders are deterministic in (beta, seed),
+so the retried batch, and the run's trajectory, are unchanged. A chunk that
+kills `MAX_ATTEMPTS` workers in a row stops the call with a `RenderError`
+naming the workers and their exit codes (the run's last checkpoint resumes it).
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from typing import Any, Callable
 
 import jax
 import numpy as np
+from absl import logging
 
 Factory = Callable[[Any], Any]
 _START_TIMEOUT_S = 120.0
+MAX_ATTEMPTS = 3            # workers a chunk may kill before the call fails
 
 
 class RenderError(RuntimeError):
@@ -81,6 +89,30 @@ def _take(arg, idx):
   return arg[idx] if isinstance(arg, np.ndarray) else [arg[i] for i in idx]
 
 
+def _death(proc) -> str:
+  """'worker PID (exit code C)' for a worker whose connection broke."""
+  try:
+    code = proc.wait(timeout=5)
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    code = proc.wait()
+  return f"worker {proc.pid} (exit code {code})"
+
+
+def _close_workers(workers: list[tuple[Any, Any]]):
+  for _, conn in workers:
+    try:
+      conn.send(None)
+    except OSError:
+      pass
+  for proc, conn in workers:
+    try:
+      proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+      proc.kill()
+    conn.close()
+
+
 def merge_stats(stats: list[dict]) -> dict:
   return {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
 
@@ -93,42 +125,56 @@ class RenderPool:
       raise ValueError(f"num_workers must be >= 1, got {num_workers}")
     self._factory, self._config, self.num_workers = factory, config, num_workers
     self._workers: list[tuple[Any, Any]] = []
+    self._platform = ""
     self._lock = threading.Lock()
     atexit.register(self.close)
 
-  def _start(self, platform: str):
+  def _spawn(self, count: int, platform: str) -> list[tuple[Any, Any]]:
+    """Starts `count` workers on `platform` and builds their hosts; returns (process, conn)s."""
     authkey = secrets.token_bytes(16)
     address = os.path.join(tempfile.mkdtemp(prefix="hgrad-pool-"), "socket")
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYOPENGL_PLATFORM=platform, HGRAD_POOL_AUTHKEY=authkey.hex(),
                PYTHONPATH=os.pathsep.join([package_root] + sys.path))
-    with Listener(address, authkey=authkey) as listener:
-      procs = {}
-      for _ in range(self.num_workers):
-        proc = subprocess.Popen([sys.executable, "-m", "hgrad.core.worker", address], env=env)
-        procs[proc.pid] = proc
-      # Closing the listener makes a pending accept() fail: the start-up timeout.
-      watchdog = threading.Timer(_START_TIMEOUT_S, listener.close)
-      watchdog.start()
-      try:
-        for _ in range(self.num_workers):
-          conn = listener.accept()
-          self._workers.append((procs[conn.recv()], conn))
-      except OSError as e:
-        for proc in procs.values():
-          proc.kill()
-        self.close()
-        raise RuntimeError(f"render workers did not start within {_START_TIMEOUT_S:.0f} s "
-                           f"(exit codes {[p.poll() for p in procs.values()]})") from e
-      finally:
-        watchdog.cancel()
-    shutil.rmtree(os.path.dirname(address), ignore_errors=True)
-    for _, conn in self._workers:
+    workers = []
+    try:
+      with Listener(address, authkey=authkey) as listener:
+        procs = {}
+        for _ in range(count):
+          proc = subprocess.Popen([sys.executable, "-m", "hgrad.core.worker", address], env=env)
+          procs[proc.pid] = proc
+        # Closing the listener makes a pending accept() fail: the start-up timeout.
+        watchdog = threading.Timer(_START_TIMEOUT_S, listener.close)
+        watchdog.start()
+        try:
+          for _ in range(count):
+            conn = listener.accept()
+            workers.append((procs[conn.recv()], conn))
+        except OSError as e:
+          for proc in procs.values():
+            proc.kill()
+          _close_workers(workers)
+          raise RuntimeError(f"render workers did not start within {_START_TIMEOUT_S:.0f} s "
+                             f"(exit codes {[p.poll() for p in procs.values()]})") from e
+        finally:
+          watchdog.cancel()
+    finally:
+      shutil.rmtree(os.path.dirname(address), ignore_errors=True)
+    for _, conn in workers:
       conn.send((self._factory, self._config))
-    failures = [r[1] for r in (self._receive(w) for w in self._workers) if r[0] == "error"]
-    if failures:
-      self.close()
-      _reraise(*failures[0])
+    replies = [self._receive(w) for w in workers]
+    if any(r[0] != "ready" for r in replies):
+      _close_workers(workers)
+      for kind, detail in replies:
+        if kind == "error":
+          _reraise(*detail)
+      raise RenderError("render workers died while starting: "
+                        + ", ".join(detail for kind, detail in replies if kind == "died"))
+    return workers
+
+  def _start(self, platform: str):
+    self._workers = self._spawn(self.num_workers, platform)
+    self._platform = platform
 
   def _ensure_started(self):
     if self._workers:
@@ -153,8 +199,15 @@ class RenderPool:
     try:
       return conn.recv()
     except (EOFError, OSError):
-      return ("error", ("RuntimeError", f"render worker {proc.pid} died (exit code "
-                        f"{proc.poll()})", ""))
+      return ("died", _death(proc))
+
+  @staticmethod
+  def _send(worker, message) -> bool:
+    try:
+      worker[1].send(message)
+      return True
+    except OSError:
+      return False
 
   def call(self, method: str, *args) -> tuple[Any, dict]:
     """host.method(*args) with every argument split along its first axis over the workers."""
@@ -162,16 +215,46 @@ class RenderPool:
     with self._lock:
       self._ensure_started()
       chunks = [c for c in np.array_split(np.arange(count), self.num_workers) if len(c)]
-      for (_, conn), idx in zip(self._workers, chunks):
-        conn.send((method, tuple(_take(a, idx) for a in args)))
-      replies = [self._receive(w) for w in self._workers[:len(chunks)]]
+      messages = [(method, tuple(_take(a, idx) for a in args)) for idx in chunks]
+      replies: list[Any] = [None] * len(chunks)
+      deaths: list[list[str]] = [[] for _ in chunks]
+      restarts = 0
+      pending = list(range(len(chunks)))
+      while pending:
+        sent = [i for i in pending if self._send(self._workers[i], messages[i])]
+        for i in pending:
+          reply = self._receive(self._workers[i]) if i in sent else ("died",
+                                                                     _death(self._workers[i][0]))
+          if reply[0] == "died":
+            deaths[i].append(reply[1])
+          else:
+            replies[i], deaths[i] = reply, []
+        pending = [i for i in pending if deaths[i]]
+        for i in pending:
+          if len(deaths[i]) >= MAX_ATTEMPTS:
+            self.close()
+            raise RenderError(f"render workers died {len(deaths[i])} times in a row on the "
+                              f"same {method} chunk ({', '.join(deaths[i])}); the run's last "
+                              f"checkpoint resumes it")
+          self._replace(i)
+          restarts += 1
     failures = [r[1] for r in replies if r[0] == "error"]
     if failures:
       if any(f[0] not in ("ValueError",) for f in failures):
         self.close()
       _reraise(*failures[0])
     outputs, stats = zip(*(r[1] for r in replies))
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), merge_stats(list(stats))
+    stats = merge_stats(list(stats))
+    stats["worker_restarts"] = float(restarts)
+    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), stats
+
+  def _replace(self, i: int):
+    """A new worker in slot i (the old one died); same platform, same host config."""
+    old_proc, old_conn = self._workers[i]
+    old_conn.close()
+    self._workers[i] = self._spawn(1, self._platform)[0]
+    logging.warning("render %s died; replaced by worker %d, which renders its chunk again",
+                    _death(old_proc), self._workers[i][0].pid)
 
   def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Any, dict]:
     return self.call("render_batch", beta_Bxd, seeds_B)
@@ -181,14 +264,4 @@ class RenderPool:
 
   def close(self):
     workers, self._workers = self._workers, []
-    for proc, conn in workers:
-      try:
-        conn.send(None)
-      except (OSError, BrokenPipeError):
-        pass
-    for proc, conn in workers:
-      try:
-        proc.wait(timeout=5)
-      except subprocess.TimeoutExpired:
-        proc.kill()
-      conn.close()
+    _close_workers(workers)

@@ -297,15 +297,13 @@ class BatchRasterizer:
       # GL rows run bottom to top; image row 0 is the top.
       readback.append(layers[:len(meshes), ::-1])
     tiles = readback[0]
-    depth = tiles[..., 3]
-    mask = depth > 0
-    normals = tiles[..., :3]
-    norm = np.linalg.norm(normals, axis=-1, keepdims=True)
-    normals = np.where(mask[..., None], normals / np.maximum(norm, 1e-12), 0.0)
-    color = (np.where(mask[..., None], readback[1][..., :3], 0.0).astype(np.float32)
-             if self.with_color else None)
-    return Rasters(normals.astype(np.float32), np.where(mask, depth, 0.0).astype(np.float32),
-                   mask.astype(np.float32), color)
+    # The shader writes unit normals and the view depth (> 0); the clear colour is 0, so the
+    # background reads back as 0 in every channel and needs no masking here.
+    depth = np.ascontiguousarray(tiles[..., 3])
+    mask = (depth > 0).astype(np.float32)
+    normals = np.ascontiguousarray(tiles[..., :3])
+    color = np.ascontiguousarray(readback[1][..., :3]) if self.with_color else None
+    return Rasters(normals, depth, mask, color)
 
   def close(self):
     def delete():
