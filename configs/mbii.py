@@ -35,7 +35,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # The 29-d CSG grammar and its renders (docs/design.md §3).
   config.csg = ml_collections.ConfigDict(dict(
       resolution=64, max_depth=3, sphere_segments=32, cone_segments=32, sharp_angle_deg=45.0,
-      min_size=0.05, fill=0.9, light_max_angle_deg=60.0, ambient_low=0.0, ambient_high=0.3))
+      min_size=0.05, fill=0.9, light_max_angle_deg=60.0, ambient_low=0.0, ambient_high=0.3,
+      exact_unions=False))
 
   if variant in ("cpu", "fixed"):
     # K = 8 inner Adam steps of B = 8 samples; lr cosine-decays to 10% over the whole run.

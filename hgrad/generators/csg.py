@@ -104,6 +104,9 @@ class CSGConfig:
   light_max_angle_deg: float = 60.0
   ambient_low: float = 0.0
   ambient_high: float = 0.3
+  # True: unions computed by manifold3d too (the exact solid; slower). The images differ
+  # only on the parts' intersection curves (BUILD_NOTES, issue 13).
+  exact_unions: bool = False
 
   def __post_init__(self):
     checks = {

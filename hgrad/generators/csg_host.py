@@ -1,7 +1,7 @@
 """f(beta, r) for the CSG grammar, on the host: grammar -> CSG -> raster -> shading.
 
 The CSG stage builds the shape as parts (`csg.build_parts`): unions are drawn
-by the z-buffer, not computed.
+by the z-buffer, not computed (`CSGConfig.exact_unions` computes them).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class CSGHost(RasterHost):
     meshes, lights = [], []
     start = time.perf_counter()
     for tree, noise in zip(trees, noises):
-      shape, mesh_stats = csg.build_parts(tree, cfg)
+      shape, mesh_stats = (csg.build_mesh if cfg.exact_unions else csg.build_parts)(tree, cfg)
       cam = csg.to_camera(shape, noise, cfg)
       z_far = float(np.abs(cam.verts[:, 2]).max()) + 1.0
       # The camera sits 1 unit (half the view width is 1) in front of the shape.
