@@ -1,15 +1,15 @@
 """The time a run has left, priced per kind of step (outer steps cost ~10x a plain one).
 
 Costs are medians of measured step times, by kind: this process's steps
-except the first of each kind (it compiles), and, after a resume, the steps
-of the earlier processes in metrics.jsonl. Before any outer step has run,
+(except the first of each kind where the loop did not compile the steps
+ahead, e.g. a task's own step function: that step compiles) and, after a
+resume, the steps of the earlier processes in metrics.jsonl. Before any outer step has run,
 one is priced from the plain steps: its renders scale with the 2m + 1 sample
 sets it draws and its device work (the unroll and its VJP) with about
 `OUTER_DEVICE_FACTOR` plain steps; the ETA then reads "~" until one is measured.
 What the loop does between steps (L on the real images, checkpoints, interim
 plots) is priced per step as the mean of its measured `overhead_s`: it comes
-every few steps, so a median would miss it. The loop compiles the step
-functions before the first step, so no step's time hides a compile.
+every few steps, so a median would miss it.
 """
 
 from __future__ import annotations

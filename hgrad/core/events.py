@@ -4,10 +4,10 @@
 
 Every number of a metrics line is a scalar at its global step (L, L_raw,
 L_unroll, train_loss, grad_norm, grad_cosine, wall_s, host_render_s,
-device_s, eta_s, ...; not the unix `time`), each beta dimension is `beta/<name>`, and the sample grid
-(samples.png) is an image whenever the run writes its outputs. A resumed run
-purges what the previous process logged past its checkpoint, as
-metrics.jsonl does.
+device_s, eta_s, ...; not the unix `time`), each beta dimension is
+`beta/<name>`, and the sample grid (samples.png) is an image whenever the
+run writes its outputs. A resumed run purges what the previous process
+logged past its checkpoint, as metrics.jsonl does.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ class EventWriter:
       if key == "beta":
         for name, b in value.items():
           self._writer.add_scalar(f"beta/{name}", float(b), step)
-      elif key not in NOT_SCALARS and isinstance(value, (int, float)) and not isinstance(value, bool):
+      elif (key not in NOT_SCALARS and isinstance(value, (int, float))
+            and not isinstance(value, bool)):
         self._writer.add_scalar(key, float(value), step)
 
   def image(self, tag: str, path: str, step: int) -> None:

@@ -236,7 +236,7 @@ class RenderPool:
             raise RenderError(f"render workers died {len(deaths[i])} times in a row on the "
                               f"same {method} chunk ({', '.join(deaths[i])}); the run's last "
                               f"checkpoint resumes it")
-          self._replace(i)
+          self._replace(i, deaths[i][-1])
           restarts += 1
     failures = [r[1] for r in replies if r[0] == "error"]
     if failures:
@@ -248,13 +248,12 @@ class RenderPool:
     stats["worker_restarts"] = float(restarts)
     return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), stats
 
-  def _replace(self, i: int):
-    """A new worker in slot i (the old one died); same platform, same host config."""
-    old_proc, old_conn = self._workers[i]
-    old_conn.close()
+  def _replace(self, i: int, death: str):
+    """A new worker in slot i (the old one died, as `death` says); same platform and config."""
+    self._workers[i][1].close()
     self._workers[i] = self._spawn(1, self._platform)[0]
     logging.warning("render %s died; replaced by worker %d, which renders its chunk again",
-                    _death(old_proc), self._workers[i][0].pid)
+                    death, self._workers[i][0].pid)
 
   def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Any, dict]:
     return self.call("render_batch", beta_Bxd, seeds_B)

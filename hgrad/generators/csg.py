@@ -39,6 +39,7 @@ import manifold3d
 import numpy as np
 
 from hgrad.core.layout import ParamLayout, ParamSpec
+from hgrad.generators import meshes as mesh_lib
 
 PRIMITIVES = ("sphere", "cube", "truncated_cone", "tetrahedron")
 OPERATIONS = ("union", "subtract")
@@ -337,31 +338,29 @@ class CameraMesh(NamedTuple):
 def to_camera(shape: manifold3d.Manifold | list[manifold3d.Manifold], noise: Noise,
               config: CSGConfig) -> CameraMesh:
   """Rotates by the seed's camera, scales and centers the shape (or its parts) to fill the view."""
-  meshes = [s.to_mesh() for s in ([shape] if isinstance(shape, manifold3d.Manifold) else shape)]
-  props, tris, offset = [], [], 0
-  for mesh in meshes:
-    mesh_tris = np.asarray(mesh.tri_verts, np.uint32).reshape(-1, 3)
-    if not len(mesh_tris):
+  parts = []
+  for shape_part in [shape] if isinstance(shape, manifold3d.Manifold) else shape:
+    mesh = shape_part.to_mesh()
+    tris = np.asarray(mesh.tri_verts, np.uint32).reshape(-1, 3)
+    if not len(tris):
       continue
-    mesh_props = np.asarray(mesh.vert_properties, np.float64)
-    if mesh_props.ndim != 2 or mesh_props.shape[1] < 6:
+    props = np.asarray(mesh.vert_properties, np.float64)
+    if props.ndim != 2 or props.shape[1] < 6:
       raise ValueError("CSG produced a mesh without normals")
-    props.append(mesh_props[:, :6])
-    tris.append(mesh_tris + np.uint32(offset))
-    offset += len(mesh_props)
-  if not tris:
+    parts.append((props[:, :3], props[:, 3:6], tris))
+  if not parts:
     raise ValueError("CSG produced a mesh without triangles")
-  props, tris = np.concatenate(props), np.concatenate(tris)
+  verts, normals, tris = mesh_lib.concatenate(parts)
   rot = rotation_from_quaternion(noise.camera_q)
-  verts = props[:, :3] @ rot.T
-  normals = props[:, 3:6] @ rot.T
+  verts = verts @ rot.T
+  normals = normals @ rot.T
   normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
   lo, hi = verts.min(axis=0), verts.max(axis=0)
   extent = float(max(hi[0] - lo[0], hi[1] - lo[1]))
   if not np.isfinite(extent) or extent <= 1e-9:
     raise ValueError(f"CSG produced a degenerate shape (projected extent {extent})")
   verts = (verts - (lo + hi) / 2) * (2 * config.fill / extent)
-  return CameraMesh(verts.astype(np.float32), normals.astype(np.float32), tris)
+  return CameraMesh(verts.astype(np.float32), normals.astype(np.float32), tris.astype(np.uint32))
 
 
 def light(noise: Noise, config: CSGConfig) -> tuple[np.ndarray, float]:
