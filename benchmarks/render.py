@@ -1,6 +1,7 @@
 """Throughput of the full f(beta, r) through the JAX bridge, in batches.
 
   python -m benchmarks.render [--resolution=64] [--batch=256] [--num_batches=8] [--num_workers=-1]
+                             [--backend=local|ray] [--address=]
 
 Prints the time per stage and, as its last line, JSON with `samples_per_s`.
 Stage times are CPU seconds per sample summed over workers; `bridge` is the
@@ -17,6 +18,7 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from hgrad.core.bridge import RenderConfig
 from hgrad.generators.csg import CSGConfig
 from hgrad.generators.csg_host import csg_generator
 
@@ -24,12 +26,15 @@ _RESOLUTION = flags.DEFINE_integer("resolution", 64, "Image size (square).")
 _BATCH = flags.DEFINE_integer("batch", 256, "Samples per host call (n seeds x 2m betas).")
 _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Timed batches.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", -1, "Render workers; -1 = one per core.")
+_BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where renders run.")
+_ADDRESS = flags.DEFINE_string("address", "", "Ray cluster address; empty = a local Ray.")
 
 
 def main(argv):
   del argv
   num_workers = None if _NUM_WORKERS.value < 0 else _NUM_WORKERS.value
-  generator = csg_generator(CSGConfig(resolution=_RESOLUTION.value), num_workers=num_workers)
+  generator = csg_generator(CSGConfig(resolution=_RESOLUTION.value), num_workers=num_workers,
+                            render=RenderConfig(backend=_BACKEND.value, address=_ADDRESS.value))
   num_betas = 8
   num_seeds = max(1, _BATCH.value // num_betas)
 
@@ -47,6 +52,7 @@ def main(argv):
     jax.block_until_ready(generate(beta0, jax.random.key(step + 1)))
   wall = time.perf_counter() - start
   stats = generator.reset_stats()
+  num_workers = generator.num_workers
   generator.close()
   samples = stats["samples"]
   ms = lambda seconds: 1e3 * seconds / samples  # noqa: E731
@@ -55,12 +61,12 @@ def main(argv):
       "csg": ms(stats["csg_s"]),
       "render": ms(stats["render_s"]),
       "host_ipc": ms(stats["host_wall_s"]) - (ms(stats["grammar_s"] + stats["csg_s"] + stats["render_s"])
-                                             / max(generator.num_workers, 1)),
+                                             / max(num_workers, 1)),
       "bridge": ms(wall - stats["host_wall_s"]),
   }
   print(f"{int(samples)} samples of {_RESOLUTION.value}x{_RESOLUTION.value} in "
         f"{_NUM_BATCHES.value} host calls of {num_betas} betas x {num_seeds} seeds, "
-        f"{generator.num_workers} render workers")
+        f"{num_workers} render workers ({_BACKEND.value})")
   for name, value in stages.items():
     print(f"  {name:9s} {value:7.3f} ms/sample")
   print(f"  degenerate booleans: {int(stats['degenerate_booleans'])} of {int(stats['booleans'])}")
@@ -68,7 +74,8 @@ def main(argv):
       "samples_per_s": round(samples / wall, 1),
       "resolution": _RESOLUTION.value,
       "batch": int(samples // _NUM_BATCHES.value),
-      "num_workers": generator.num_workers,
+      "num_workers": num_workers,
+      "backend": _BACKEND.value,
       "ms_per_sample": {k: round(v, 3) for k, v in stages.items()},
   }))
 

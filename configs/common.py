@@ -11,6 +11,14 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """seed, workers, beta0, network, loss, inner, outer and schedule: the base every variant edits."""
   config.seed = 0
   config.num_workers = -1          # render worker processes; -1 = one per core
+  # Where renders run (hgrad.core.bridge.RenderConfig): "local" worker processes or "ray"
+  # actors (address "" = a local Ray for the run, or a cluster's); overlap = the perturbed
+  # renders run while the unroll computes.
+  config.render = ml_collections.ConfigDict(dict(backend="local", address="", overlap=True))
+  # Several JAX processes on one run (hgrad.core.distributed): process 0's host:port, the
+  # count and this process's id; 1 process initializes nothing.
+  config.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="", num_processes=1, process_id=0))
   config.beta0 = ()                # starting beta (a tuple, so --config.beta0="(...)" works); empty = the layout's default
   # Stacked hourglass (hgrad.tasks.network): 241,928 parameters at 1 input channel.
   config.network = ml_collections.ConfigDict(dict(

@@ -35,3 +35,13 @@ def mbii_train_dir() -> str:
 @pytest.fixture(scope="session")
 def mbii_dir():
   return mbii_train_dir()
+
+
+@pytest.fixture(scope="session")
+def local_ray():
+  """A local Ray with 2 CPUs for the Ray backend's tests (Ray is in the test extra; under CI a
+  missing Ray fails the tests that need it)."""
+  ray = pytest.importorskip("ray") if not os.environ.get("CI") else __import__("ray")
+  ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+  yield ray
+  ray.shutdown()

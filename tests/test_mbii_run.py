@@ -130,7 +130,8 @@ def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_p
 @pytest.mark.parametrize("signame,exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_saves_and_the_same_command_resumes(smoke_run, tmp_path, signame, exit_code):
   """SIGTERM (how a session's processes end) or SIGINT (Ctrl-C) to the process group:
-  checkpoint, one line, exit 128 + signal, no traceback from the render workers; then resume."""
+  checkpoint, one line, exit 128 + signal, no traceback from the render workers; then resume
+  (after SIGTERM; the resume does not depend on the signal that stopped the run)."""
   import signal
   import time
   reference, data_dir, _ = smoke_run
@@ -157,6 +158,8 @@ def test_a_signal_saves_and_the_same_command_resumes(smoke_run, tmp_path, signam
   partial = json.loads((tmp_path / "results.json").read_text())
   assert partial["partial"] and partial["interrupted"] == signame
   assert partial["steps"] == stopped_at and loop.finished_results(str(tmp_path)) is None
+  if signame != "SIGTERM":
+    return
   finished = subprocess.run(args, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
   assert finished.returncode == 0, finished.stderr[-3000:]
   rows = _metrics(tmp_path)

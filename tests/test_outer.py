@@ -22,8 +22,8 @@ from conftest import REPO_ROOT
 RES = 16
 
 
-def build(mesh=None, learning_rate=0.05):
-  generator = csg_generator(CSGConfig(resolution=RES), num_workers=0)
+def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False):
+  generator = csg_generator(CSGConfig(resolution=RES), num_workers=num_workers)
   net = network.NetworkConfig(width=4, stacks=1, depth=2)
   inner = unroll.InnerConfig(steps=2, batch_size=4, learning_rate=0.05)
   config = outer.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=learning_rate)
@@ -33,7 +33,8 @@ def build(mesh=None, learning_rate=0.05):
   hg = outer.HybridGradient(generator.generate, generator.layout,
                             train_loss=losses.train_loss_fn(net, losses.LossConfig()),
                             eval_loss=common.eval_loss_fn(net, real), inner=inner,
-                            outer=config, mesh=mesh)
+                            outer=config, mesh=mesh,
+                            deferred=generator.deferred if overlap else None)
   params = network.init_params(net, jax.random.key(0), RES)
   return generator, hg, params
 
@@ -85,14 +86,15 @@ from jax.sharding import Mesh
 import test_outer as t
 assert len(jax.devices()) == 4, jax.devices()
 results = []
-for devices in (jax.devices()[:1], jax.devices()):
-  generator, hg, params = t.build(mesh=Mesh(np.array(devices), ("devices",)))
+for devices, overlap in ((jax.devices()[:1], False), (jax.devices(), False), (jax.devices(), True)):
+  generator, hg, params = t.build(mesh=Mesh(np.array(devices), ("devices",)), overlap=overlap)
   state = hg.init(t.CSG_LAYOUT.default, params)
   for _ in range(2):
     state, metrics = hg.outer_step(state, jax.random.key(5))
   results.append((np.asarray(hg.beta(state)), float(metrics["L"]), np.asarray(metrics["grad_norm"])))
   generator.close()
-(b1, l1, g1), (b4, l4, g4) = results
+(b1, l1, g1), (b4, l4, g4), (b4o, l4o, g4o) = results
+np.testing.assert_array_equal(b4o, b4)     # overlapped renders, sharded: the same step
 np.testing.assert_allclose(b4, b1, rtol=1e-4, atol=1e-5)
 np.testing.assert_allclose(l4, l1, rtol=1e-4)
 np.testing.assert_allclose(g4, g1, rtol=1e-3)
@@ -106,3 +108,91 @@ def test_sharded_outer_step_matches_one_device():
   result = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True,
                           text=True, timeout=600)
   assert "SHARDED_OK" in result.stdout, result.stderr[-4000:]
+
+
+def test_overlapped_renders_give_the_same_steps(num_workers=2):
+  """Perturbed renders started before the unroll and collected after it: the same trajectory.
+
+  With render workers, where the renders run beside the unroll; the in-process host (one
+  thread) is covered by the recorded smoke trajectory (test_mbii_run), which runs with the
+  default overlap."""
+  trajectories, stats = [], []
+  for overlap in (False, True):
+    generator, hg, params = build(learning_rate=0.5, num_workers=num_workers, overlap=overlap)
+    state = hg.init(CSG_LAYOUT.default, params)
+    generator.reset_stats()
+    us = []
+    for _ in range(3):
+      state, metrics = hg.outer_step(state, jax.random.key(7))
+      us.append(np.asarray(state.u))
+    trajectories.append((np.stack(us), float(metrics["L"]), state.inner.params))
+    stats.append(generator.reset_stats())
+    generator.close()
+  (serial, l_serial, params_serial), (overlapped, l_overlapped, params_overlapped) = trajectories
+  np.testing.assert_array_equal(overlapped, serial)
+  assert l_overlapped == l_serial
+  jax.tree.map(np.testing.assert_array_equal, params_overlapped, params_serial)
+  # 3 steps x (2m + 1 = 5 betas x n = 8 samples), one call for X and one for the 2m others.
+  assert stats[0]["samples"] == stats[1]["samples"] == 3 * 5 * 8
+  assert stats[0]["host_calls"] == 3 and stats[1]["host_calls"] == 6
+
+
+def test_overlap_orders_submit_before_the_unroll_and_collect_after_it():
+  """The order the jitted step runs its callbacks in: X, start the rest, unroll + VJP, collect."""
+  events = []
+  layout_dim = 3
+  deferred_results = {}
+
+  def render_now(beta, seed):
+    events.append("render")
+    return np.asarray(beta)[..., :1] * 0 + np.asarray(seed, np.float32)[..., None] % 7
+
+  def submit(beta, seed, after):
+    events.append("submit")
+    deferred_results[1] = render_now(beta, seed)
+    events.pop()
+    return np.ones(np.shape(seed), np.int32)
+
+  def collect(ticket, after):
+    events.append("collect")
+    return deferred_results.pop(1)
+
+  spec = jax.ShapeDtypeStruct((1,), jnp.float32)
+
+  def generate(beta, key):
+    return jax.pure_callback(render_now, spec, beta, jax.random.bits(key, dtype=jnp.uint32),
+                             vmap_method="broadcast_all")
+
+  deferred = estimator_module().Deferred(
+      generate,
+      lambda beta, key, after: jax.pure_callback(
+          submit, jax.ShapeDtypeStruct((), jnp.int32), beta,
+          jax.random.bits(key, dtype=jnp.uint32), after, vmap_method="broadcast_all"),
+      lambda ticket, after: jax.pure_callback(collect, spec, ticket, after,
+                                              vmap_method="broadcast_all"))
+
+  def marker(name):
+    def record(x):
+      events.append(name)
+      return x
+    return lambda x: jax.pure_callback(record, jax.ShapeDtypeStruct(x.shape, x.dtype), x)
+
+  @jax.custom_vjp
+  def unroll(x):     # stands for the unroll (forward) and its VJP (backward)
+    return x
+
+  unroll.defvjp(lambda x: (marker("unroll")(x), None), lambda _, g: (marker("vjp")(g),))
+
+  def loss_of_data(x):
+    return jnp.sum(unroll(x) ** 2)
+
+  est = estimator_module()
+  jax.jit(lambda b, k: est.hybrid_value_and_grad(
+      generate, loss_of_data, b, k, num_perturbations=2, sigma=0.1, deferred=deferred))(
+          jnp.ones(layout_dim), jax.random.key(0))
+  assert events == ["render", "submit", "unroll", "vjp", "collect"], events
+
+
+def estimator_module():
+  from hgrad.core import estimator
+  return estimator

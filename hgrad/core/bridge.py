@@ -5,11 +5,18 @@ call, with beta and seed tiled to the full batch shape (nested vmaps stack
 their axes), so n seeds x 2m perturbed betas are rendered in one host call.
 No gradient flows through the callback: the hybrid-gradient estimator supplies
 dX/dbeta by finite differences.
+
+`submit` / `collect` split a render into two callbacks: the first hands the
+batch to the workers and returns a ticket at once, the second waits for it.
+Between them the jitted step computes (the unroll) while the workers render
+(`Generator.deferred`, used by `estimator.hybrid_vjp`).
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
+import itertools
 import os
 import threading
 import time
@@ -19,8 +26,29 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hgrad.core.estimator import Deferred
 from hgrad.core.layout import ParamLayout
 from hgrad.core.pool import RenderPool, merge_stats
+from hgrad.core.ray_pool import RayPool
+
+
+BACKENDS = ("local", "ray")
+
+
+@dataclasses.dataclass(frozen=True)
+class RenderConfig:
+  """Where renders run (`config.render`); the worker count is `config.num_workers`."""
+
+  backend: str = "local"   # "local": worker processes on this machine; "ray": Ray actors
+  address: str = ""        # ray: a running cluster ("auto", "ray://head:10001"); "" = a local Ray
+  overlap: bool = True     # the 2m perturbed renders run while the unroll and its VJP compute
+
+  def __post_init__(self):
+    if self.backend not in BACKENDS:
+      raise ValueError(f"config.render.backend must be one of {BACKENDS}, got {self.backend!r}")
+    if self.address and self.backend != "ray":
+      raise ValueError(f"config.render.address={self.address!r} needs backend 'ray', got "
+                       f"{self.backend!r}")
 
 
 def default_num_workers() -> int:
@@ -63,25 +91,44 @@ class Generator:
     host_factory: builds the host from `config`. It must be picklable (a
       module-level class or function) when `num_workers > 0`.
     config: the host's settings (e.g. a frozen dataclass), picklable.
-    num_workers: worker processes; 0 renders in this process; None = one per core.
+    num_workers: worker processes (Ray actors); 0 renders in this process;
+      None = one per core (for a Ray cluster: one per CPU of the cluster).
+    render: where the workers run (`RenderConfig`: "local" processes or "ray").
   """
 
   def __init__(self, host_factory: Callable[[Any], Any], config: Any,
-               num_workers: int | None = None):
+               num_workers: int | None = None, render: RenderConfig | None = None):
     self.config = config
     self._host = host_factory(config)
     self.layout: ParamLayout = self._host.layout
     self.output_spec = self._host.output_spec
     self.height = getattr(self._host, "height", None)
     self.width = getattr(self._host, "width", None)
-    self.num_workers = default_num_workers() if num_workers is None else int(num_workers)
-    if self.num_workers < 0:
-      raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-    self._pool = RenderPool(host_factory, config, self.num_workers) if self.num_workers else None
+    self.render_config = render = render or RenderConfig()
+    if render.backend == "ray":
+      if num_workers is not None and int(num_workers) < 1:
+        raise ValueError(f"the ray backend renders in actors: num_workers must be >= 1 (or "
+                         f"-1 / None for one per CPU), got {num_workers}")
+      if num_workers is None and not render.address:
+        num_workers = default_num_workers() or 1
+      self._pool = RayPool(host_factory, config, num_workers, render.address)
+    else:
+      num_workers = default_num_workers() if num_workers is None else int(num_workers)
+      if num_workers < 0:
+        raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+      self._pool = RenderPool(host_factory, config, num_workers) if num_workers else None
     self._thread = (None if self._pool is not None else
                     concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hgrad-host"))
     self._stats_lock = threading.Lock()
     self.stats: dict[str, float] = {}
+    self._submitter = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="hgrad-submit")
+    self._tickets = itertools.count(1)
+    self._pending: dict[int, concurrent.futures.Future] = {}
+
+  @property
+  def num_workers(self) -> int:
+    """Render workers (0: in this process); a Ray cluster's count is known once it is joined."""
+    return self._pool.num_workers if self._pool is not None else 0
 
   @classmethod
   def from_function(cls, render_batch: Callable[[np.ndarray, np.ndarray], Any],
@@ -126,25 +173,72 @@ class Generator:
       self.stats = merge_stats([self.stats, stats]) if self.stats else stats
     return outputs
 
-  def _callback(self, beta, seed) -> Any:
-    beta, seed = np.asarray(beta), np.asarray(seed)
-    batch_shape = seed.shape
-    flat = self.render(beta.reshape(-1, self.layout.dim), seed.reshape(-1))
+  def _shaped(self, flat: Any, batch_shape: tuple[int, ...]) -> Any:
     return jax.tree.map(lambda x, spec: np.ascontiguousarray(x, spec.dtype).reshape(
         batch_shape + spec.shape), flat, self.output_spec)
 
-  def generate(self, beta: jax.Array, key: jax.Array) -> Any:
-    """X = f(clip(beta), r(key)) as JAX arrays; traceable, vmappable, no gradient."""
+  def _callback(self, beta, seed) -> Any:
+    beta, seed = np.asarray(beta), np.asarray(seed)
+    return self._shaped(self.render(beta.reshape(-1, self.layout.dim), seed.reshape(-1)),
+                        seed.shape)
+
+  def _submit_callback(self, beta, seed, after) -> np.ndarray:
+    del after
+    beta, seed = np.asarray(beta), np.asarray(seed)
+    ticket = next(self._tickets)
+    # Checked now, so bad beta fails here and not in the collecting callback.
+    beta_Bxd = self.layout.clip(self.layout.check(beta.reshape(-1, self.layout.dim)))
+    self._pending[ticket] = self._submitter.submit(
+        self._host_call, "render_batch", beta_Bxd, seed.reshape(-1).astype(np.uint32))
+    return np.full(seed.shape, ticket, np.int32)
+
+  def _collect_callback(self, ticket, after) -> Any:
+    del after
+    ticket = np.asarray(ticket)
+    unique = np.unique(ticket)
+    if len(unique) != 1 or int(unique[0]) not in self._pending:
+      raise ValueError(f"collect got tickets {unique.tolist()}, pending "
+                       f"{sorted(self._pending)}: every ticket is collected once, with the "
+                       f"shape it was submitted with")
+    return self._shaped(self._pending.pop(int(unique[0])).result(), ticket.shape)
+
+  def _checked(self, beta: jax.Array) -> jax.Array:
     if jnp.shape(beta) != (self.layout.dim,):
       raise ValueError(f"beta must have shape ({self.layout.dim},) for the "
                        f"{self.layout.name} layout, got {jnp.shape(beta)}")
     if not isinstance(beta, jax.core.Tracer):   # eager call: a clear error now, not from XLA
       self.layout.check(np.asarray(beta))
-    return jax.pure_callback(self._callback, self.output_spec,
-                             jax.lax.stop_gradient(jnp.asarray(beta, jnp.float32)),
+    return jax.lax.stop_gradient(jnp.asarray(beta, jnp.float32))
+
+  def generate(self, beta: jax.Array, key: jax.Array) -> Any:
+    """X = f(clip(beta), r(key)) as JAX arrays; traceable, vmappable, no gradient."""
+    return jax.pure_callback(self._callback, self.output_spec, self._checked(beta),
                              seed_from_key(key), vmap_method="broadcast_all")
 
+  def submit(self, beta: jax.Array, key: jax.Array, after: jax.Array | float = 0.0) -> jax.Array:
+    """Starts rendering f(clip(beta), r(key)) and returns an int32 ticket at once (vmappable).
+
+    The render runs in the workers (or the host thread) while the caller
+    computes; `collect(ticket)` waits for it. `after` (any scalar) makes the
+    call wait for whatever computes it.
+    """
+    return jax.pure_callback(self._submit_callback, jax.ShapeDtypeStruct((), jnp.int32),
+                             self._checked(beta), seed_from_key(key),
+                             jnp.asarray(after, jnp.float32), vmap_method="broadcast_all")
+
+  def collect(self, ticket: jax.Array, after: jax.Array | float = 0.0) -> Any:
+    """The X of a submitted render, with the ticket's (vmapped) shape; waits until it is done."""
+    return jax.pure_callback(self._collect_callback, self.output_spec, ticket,
+                             jnp.asarray(after, jnp.float32), vmap_method="broadcast_all")
+
+  @property
+  def deferred(self) -> Deferred:
+    """generate / submit / collect, for renders that overlap with the unroll (hybrid_vjp)."""
+    return Deferred(self.generate, self.submit, self.collect)
+
   def close(self):
+    self._submitter.shutdown(wait=True)
+    self._pending.clear()
     if self._pool is not None:
       self._pool.close()
     if self._thread is not None:

@@ -25,11 +25,14 @@ NOT_SCALARS = ("step", "time")
 class EventWriter:
   """Writes a run's metrics lines (and images) as TensorBoard events in `workdir`."""
 
-  def __init__(self, workdir: str, resume_step: int = 0):
+  def __init__(self, workdir: str, resume_step: int = 0, write: bool = True):
+    """`write=False`: a writer that writes nothing (processes other than the run's writer)."""
     self._writer = SummaryWriter(logdir=workdir, purge_step=resume_step + 1 if resume_step else None,
-                                 flush_secs=30)
+                                 flush_secs=30) if write else None
 
   def record(self, record: dict) -> None:
+    if self._writer is None:
+      return
     step = int(record["step"])
     for key, value in record.items():
       if key == "beta":
@@ -41,12 +44,14 @@ class EventWriter:
 
   def image(self, tag: str, path: str, step: int) -> None:
     """A PNG the run wrote (e.g. samples.png), if it exists."""
-    if os.path.exists(path):
+    if self._writer is not None and os.path.exists(path):
       with Image.open(path) as image:
         self._writer.add_image(tag, np.asarray(image.convert("RGB")), step, dataformats="HWC")
 
   def flush(self) -> None:
-    self._writer.flush()
+    if self._writer is not None:
+      self._writer.flush()
 
   def close(self) -> None:
-    self._writer.close()
+    if self._writer is not None:
+      self._writer.close()

@@ -36,6 +36,7 @@ import numpy as np
 from absl import flags
 from absl import logging
 
+from hgrad.core import distributed
 from hgrad.core import eta
 from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.events import EventWriter
@@ -190,9 +191,11 @@ def read_metrics(workdir: str) -> list[dict]:
     return [json.loads(line) for line in f if line.strip()]
 
 
-def _truncate_metrics(workdir: str, last_step: int) -> list[dict]:
+def _truncate_metrics(workdir: str, last_step: int, write: bool = True) -> list[dict]:
   """Drops lines written after the checkpoint we resume from (they will be redone)."""
   kept = [r for r in read_metrics(workdir) if r["step"] <= last_step]
+  if not write:
+    return kept
   with open(os.path.join(workdir, METRICS_FILE), "w") as f:
     for record in kept:
       f.write(json.dumps(record) + "\n")
@@ -241,6 +244,7 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   """Runs (or resumes) the schedule in `workdir`; returns the results dict."""
   show_progress()
   os.makedirs(workdir, exist_ok=True)
+  primary = distributed.is_primary()      # several JAX processes: only process 0 writes
   hg = task.hg
   reset_stats = getattr(task.generator, "reset_stats", dict)
   checkpointer = Checkpointer(workdir)
@@ -248,19 +252,21 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   meta = {"elapsed_s": 0.0, "host_render_s": 0.0, "cpu_s": 0.0}
   if checkpointer.latest_step() is not None:
     state, meta = checkpointer.restore(state)
+    if jax.device_count() > 1:   # restored onto one device: host copies, so jit places them
+      state = distributed.to_local(state)
     if task.load_host_state is not None:
       task.load_host_state(meta["host_state"])
-    history = _truncate_metrics(workdir, int(state.step))
+    history = _truncate_metrics(workdir, int(state.step), write=primary)
     logging.info("resumed %s from step %d (%.0f s of steps done)", workdir, int(state.step),
                  meta["elapsed_s"])
   else:
-    history = _truncate_metrics(workdir, -1)
+    history = _truncate_metrics(workdir, -1, write=primary)
   key = jax.random.key(seed)
   step_fn = task.step or hybrid_step(hg)
   logging.info("%s in %s: %s; outputs: metrics.jsonl, checkpoints/, TensorBoard events, then "
                "results.json and the task's plots (interim ones at checkpoints)", task.name,
                workdir, schedule.describe())
-  events = EventWriter(workdir, int(state.step))
+  events = EventWriter(workdir, int(state.step), write=primary)
   compiled = task.step is None and int(state.step) < schedule.total_steps
   if compiled:
     # Compile time is run time: it counts in elapsed_s (and so in a time budget), as it did
@@ -282,12 +288,16 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
     stopped_by = None
     try:
       with _stop_on_signals() as stop, \
-          open(os.path.join(workdir, METRICS_FILE), "a") as metrics_file:
+          open(os.path.join(workdir, METRICS_FILE) if primary else os.devnull, "a") as metrics_file:
         while int(state.step) < schedule.total_steps:
-          if stop.signum is not None:
-            stopped_by = stop.signum
+          # Agreed by every process (one process each step), so none runs a step others skip.
+          signalled, over_budget = distributed.agree([
+              stop.signum is not None,
+              schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s])
+          if signalled:
+            stopped_by = stop.signum or signal.SIGTERM
             break
-          if schedule.time_budget_s > 0 and meta["elapsed_s"] >= schedule.time_budget_s:
+          if over_budget:
             logging.info("time budget of %.0f s reached at step %d", schedule.time_budget_s,
                          int(state.step))
             break
@@ -371,10 +381,15 @@ def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict
 
   `interrupted` (the signal's name) is recorded in the results; a task's
   `finish` should then skip what needs the renderer (its workers may have
-  received the same signal).
+  received the same signal). With several JAX processes every process
+  evaluates on a host copy of the (replicated) state, so nothing here needs
+  the others, and only process 0 runs `finish` and writes.
   """
   hg = task.hg
   layout = hg.layout
+  primary = distributed.is_primary()
+  if jax.process_count() > 1:
+    state = distributed.to_local(state)
   results = {"task": task.name, "steps": int(state.step), "elapsed_s": meta["elapsed_s"],
              "host_render_s": meta["host_render_s"], "cpu_s": meta["cpu_s"],
              "beta": layout.as_dict(hg.beta(state)), "beta0": layout.as_dict(task.beta0)}
@@ -383,6 +398,8 @@ def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict
   if interrupted:
     results["interrupted"] = interrupted
   results.update(task.evaluate(hg.eval_params(state)))
+  if not primary:
+    return results
   if task.finish is not None:
     task.finish(workdir, state, history, results)
   with open(os.path.join(workdir, RESULTS_FILE), "w") as f:

@@ -143,6 +143,9 @@ class HybridGradient:
       `inner_optimizer` is given, its optimizer.
     outer: hybrid-gradient settings; `beta_optimizer` overrides its optimizer.
     mesh: devices to shard over (default: all).
+    deferred: `generate` split into render-now / start / collect (e.g. a
+      `hgrad.Generator`'s `.deferred`): the 2m perturbed renders then run while
+      the unroll and its VJP compute (`estimator.hybrid_vjp`); same estimate.
   """
 
   def __init__(self, generate: Callable[[jax.Array, jax.Array], Any], layout: ParamLayout, *,
@@ -150,10 +153,11 @@ class HybridGradient:
                inner: unroll.InnerConfig, outer: OuterConfig,
                inner_optimizer: optax.GradientTransformation | None = None,
                beta_optimizer: optax.GradientTransformation | None = None,
-               mesh: Mesh | None = None):
+               mesh: Mesh | None = None, deferred: estimator.Deferred | None = None):
     self.layout, self.inner, self.outer = layout, inner, outer
     self.mesh = mesh or device_mesh()
     self._generate_batch = batch_generator(generate, inner.num_samples)
+    self._deferred = None if deferred is None else self._deferred_unit(deferred)
     self.train_loss, self.eval_loss = train_loss, eval_loss
     self.inner_optimizer = inner_optimizer or unroll.inner_optimizer(inner)
     self.beta_optimizer = beta_optimizer or make_beta_optimizer(outer)
@@ -210,6 +214,18 @@ class HybridGradient:
     """The n training samples of one outer step at unit-box coordinates u."""
     return self._generate_batch(self.layout.from_coords(u, self.outer.coordinates), key)
 
+  def _deferred_unit(self, deferred: estimator.Deferred) -> estimator.Deferred:
+    """`deferred` at unit-box coordinates u, n samples per call (as `generate_unit`)."""
+    n = self.inner.num_samples
+
+    def submit(u, key, after):
+      beta = self.layout.from_coords(u, self.outer.coordinates)
+      return jax.vmap(deferred.submit, (None, 0, None))(beta, jax.random.split(key, n), after)
+
+    def collect(ticket, after):
+      return jax.vmap(deferred.collect, (0, None))(ticket, after)
+    return estimator.Deferred(self.generate_unit, submit, collect)
+
   def loss_of_data(self, inner_state: unroll.InnerState) -> Callable[[Any], Any]:
     """data -> (L after K steps from `inner_state` on data, (trained state, train losses))."""
     def loss(data):
@@ -223,7 +239,7 @@ class HybridGradient:
         self.generate_unit, self.loss_of_data(state.inner), state.u, key,
         num_perturbations=self.outer.num_perturbations,
         sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh),
-        directions=self.outer.directions)
+        directions=self.outer.directions, deferred=self._deferred)
     updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, state.u)
     new_u = jnp.clip(optax.apply_updates(state.u, updates), 0.0, 1.0)
     grad_norm = jnp.linalg.norm(grad)

@@ -68,21 +68,10 @@ def serve(conn):
       break
     method, args = message
     try:
-      cpu_start = time.process_time()
-      sample, stats = getattr(host, method)(*args)
-      stats["worker_cpu_s"] = time.process_time() - cpu_start
-      conn.send(("ok", (sample, stats)))
+      conn.send(("ok", host_call(host, method, args)))
     except BaseException as e:  # pylint: disable=broad-except
       conn.send(_error(e))
   host.close()
-
-
-def _reraise(kind: str, message: str, trace: str):
-  if kind == "ValueError":
-    raise ValueError(message)
-  if kind == "RenderError":
-    raise RenderError(message)
-  raise RuntimeError(f"render worker failed: {kind}: {message}\n{trace}")
 
 
 def _take(arg, idx):
@@ -115,6 +104,38 @@ def _close_workers(workers: list[tuple[Any, Any]]):
 
 def merge_stats(stats: list[dict]) -> dict:
   return {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
+
+
+def split(args: tuple, num_workers: int) -> list[tuple]:
+  """Every argument cut along its first axis into contiguous chunks, one per worker (fewer
+  when there are fewer items): results then do not depend on the number of workers."""
+  chunks = [c for c in np.array_split(np.arange(len(args[0])), num_workers) if len(c)]
+  return [tuple(_take(a, idx) for a in args) for idx in chunks]
+
+
+def join(results: list[tuple[Any, dict]], restarts: int) -> tuple[Any, dict]:
+  """The chunks' (outputs, stats) as one batch, in order; stats summed, restarts counted."""
+  outputs, stats = zip(*results)
+  stats = merge_stats(list(stats))
+  stats["worker_restarts"] = float(restarts)
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), stats
+
+
+def host_call(host, method: str, args: tuple) -> tuple[Any, dict]:
+  """host.method(*args) with the worker's CPU time in its stats (pool and Ray workers alike)."""
+  cpu_start = time.process_time()
+  sample, stats = getattr(host, method)(*args)
+  stats["worker_cpu_s"] = time.process_time() - cpu_start
+  return sample, stats
+
+
+def reraise(kind: str, message: str, trace: str):
+  """A worker's exception, raised here: ValueError and RenderError as themselves."""
+  if kind == "ValueError":
+    raise ValueError(message)
+  if kind == "RenderError":
+    raise RenderError(message)
+  raise RuntimeError(f"render worker failed: {kind}: {message}\n{trace}")
 
 
 class RenderPool:
@@ -167,7 +188,7 @@ class RenderPool:
       _close_workers(workers)
       for kind, detail in replies:
         if kind == "error":
-          _reraise(*detail)
+          reraise(*detail)
       raise RenderError("render workers died while starting: "
                         + ", ".join(detail for kind, detail in replies if kind == "died"))
     return workers
@@ -211,15 +232,13 @@ class RenderPool:
 
   def call(self, method: str, *args) -> tuple[Any, dict]:
     """host.method(*args) with every argument split along its first axis over the workers."""
-    count = len(args[0])
     with self._lock:
       self._ensure_started()
-      chunks = [c for c in np.array_split(np.arange(count), self.num_workers) if len(c)]
-      messages = [(method, tuple(_take(a, idx) for a in args)) for idx in chunks]
-      replies: list[Any] = [None] * len(chunks)
-      deaths: list[list[str]] = [[] for _ in chunks]
+      messages = [(method, chunk) for chunk in split(args, self.num_workers)]
+      replies: list[Any] = [None] * len(messages)
+      deaths: list[list[str]] = [[] for _ in messages]
       restarts = 0
-      pending = list(range(len(chunks)))
+      pending = list(range(len(messages)))
       while pending:
         sent = [i for i in pending if self._send(self._workers[i], messages[i])]
         for i in pending:
@@ -242,11 +261,13 @@ class RenderPool:
     if failures:
       if any(f[0] not in ("ValueError",) for f in failures):
         self.close()
-      _reraise(*failures[0])
-    outputs, stats = zip(*(r[1] for r in replies))
-    stats = merge_stats(list(stats))
-    stats["worker_restarts"] = float(restarts)
-    return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs), stats
+      reraise(*failures[0])
+    return join([r[1] for r in replies], restarts)
+
+  @property
+  def worker_pids(self) -> list[int]:
+    """The running workers' process ids (empty before the first call and after close)."""
+    return [proc.pid for proc, _ in self._workers]
 
   def _replace(self, i: int, death: str):
     """A new worker in slot i (the old one died, as `death` says); same platform and config."""

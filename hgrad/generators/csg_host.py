@@ -12,7 +12,7 @@ import numpy as np
 
 from hgrad.generators import csg
 from hgrad.generators import raster
-from hgrad.core.bridge import Generator
+from hgrad.core.bridge import Generator, RenderConfig
 from hgrad.generators.host import STAT_KEYS, RasterHost
 from hgrad.generators.sample import Sample, normalize_shading
 
@@ -72,6 +72,7 @@ class CSGHost(RasterHost):
     return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
 
 
-def csg_generator(config: csg.CSGConfig | None = None, num_workers: int | None = None):
+def csg_generator(config: csg.CSGConfig | None = None, num_workers: int | None = None,
+                  render: RenderConfig | None = None):
   """The MIT-Berkeley CSG generator f(beta, r) with its JAX entry point."""
-  return Generator(CSGHost, config or csg.CSGConfig(), num_workers)
+  return Generator(CSGHost, config or csg.CSGConfig(), num_workers, render)

@@ -26,7 +26,7 @@ import numpy as np
 from hgrad.generators import meshes
 from hgrad.generators import mixtures
 from hgrad.generators import raster
-from hgrad.core.bridge import Generator
+from hgrad.core.bridge import Generator, RenderConfig
 from hgrad.generators.host import RasterHost
 from hgrad.generators import bfm
 from hgrad.core.layout import ParamLayout, ParamSpec
@@ -185,9 +185,10 @@ class FaceHost(RasterHost):
     return sample, stats
 
 
-def face_generator(config: FaceConfig | None = None, num_workers: int | None = None) -> Generator:
+def face_generator(config: FaceConfig | None = None, num_workers: int | None = None,
+                   render: RenderConfig | None = None) -> Generator:
   """The 3DMM face generator f(beta, r) with its JAX entry point."""
-  return Generator(FaceHost, config or FaceConfig(), num_workers)
+  return Generator(FaceHost, config or FaceConfig(), num_workers, render)
 
 
 PROTOCOL_LIGHTS = (np.array([-0.5, 0.3, 1.0]), np.array([0.0, 0.3, 1.0]), np.array([0.5, 0.3, 1.0]))

@@ -27,7 +27,7 @@ import numpy as np
 from hgrad.generators import meshes
 from hgrad.generators import mixtures
 from hgrad.generators import raster
-from hgrad.core.bridge import Generator
+from hgrad.core.bridge import Generator, RenderConfig
 from hgrad.generators.host import RasterHost
 from hgrad.core.layout import ParamLayout
 from hgrad.generators.sample import Sample, normalize_shading
@@ -200,6 +200,7 @@ class SceneHost(RasterHost):
     return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
 
 
-def scene_generator(config: SceneConfig | None = None, num_workers: int | None = None) -> Generator:
+def scene_generator(config: SceneConfig | None = None, num_workers: int | None = None,
+                    render: RenderConfig | None = None) -> Generator:
   """The scene-perturbation generator f(beta, r) with its JAX entry point."""
-  return Generator(SceneHost, config or SceneConfig(), num_workers)
+  return Generator(SceneHost, config or SceneConfig(), num_workers, render)

@@ -21,10 +21,11 @@ from absl import logging
 
 from hgrad import plots
 from hgrad import viz
+from hgrad.core import distributed
 from hgrad.core import loop
 from hgrad.core import outer
 from hgrad.core import unroll
-from hgrad.core.bridge import Generator
+from hgrad.core.bridge import Generator, RenderConfig
 from hgrad.core.config import to_dataclass
 from hgrad.core.layout import ParamLayout
 from hgrad.generators.sample import Sample
@@ -54,7 +55,13 @@ def parse_training(config) -> dict[str, Any]:
       "outer": to_dataclass(outer.OuterConfig, config.outer, where="config.outer"),
       "schedule": schedule,
       "evaluation": to_dataclass(EvalConfig, config.get("evaluation"), where="config.evaluation"),
+      "render": render_config(config),
   }
+
+
+def render_config(config) -> RenderConfig:
+  """config.render (backend, address, overlap) checked; absent = the defaults."""
+  return to_dataclass(RenderConfig, config.get("render"), where="config.render")
 
 
 def summary(results: dict) -> dict:
@@ -165,7 +172,8 @@ def build(name: str, config, training: dict, generator: Generator,
   net = training["network"]
   hg = outer.HybridGradient(generator.generate, generator.layout,
                             train_loss=losses.train_loss_fn(net, training["loss"]),
-                            eval_loss=eval_loss, inner=training["inner"], outer=training["outer"])
+                            eval_loss=eval_loss, inner=training["inner"], outer=training["outer"],
+                            deferred=generator.deferred if training["render"].overlap else None)
   params0 = network.init_params(net, jax.random.key(config.seed), (generator.height, generator.width))
   beta0 = np.asarray(config.get("beta0") or generator.beta0, np.float32)
 
@@ -187,11 +195,15 @@ def build(name: str, config, training: dict, generator: Generator,
 
 def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,
         workdir: str) -> dict:
-  """Builds, writes WORKDIR/config.json, runs (or resumes) and closes the generator."""
+  """Joins the other JAX processes (if any), builds, writes WORKDIR/config.json, runs (or
+  resumes) and closes the generator."""
+  distributed.initialize(to_dataclass(distributed.DistributedConfig, config.get("distributed"),
+                                      where="config.distributed"))
   task, schedule = build_fn(config)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=2))
+  if distributed.is_primary():
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   try:
     return loop.run(task, schedule, workdir, config.seed)
   finally:

@@ -70,7 +70,8 @@ def build(config):
   if net.in_channels != 3:
     raise ValueError(f"config.network.in_channels must be 3 (RGB faces), got {net.in_channels}")
   validation, test, source = protocol_data(cfg["face"], cfg["protocol"])
-  generator = faces.face_generator(cfg["face"], num_workers=common.num_workers(config))
+  generator = faces.face_generator(cfg["face"], num_workers=common.num_workers(config),
+                                   render=common.render_config(config))
   predict = common.make_predict(net, "depth", flip=cfg["evaluation"].flip)
 
   def evaluate(params) -> dict:

@@ -107,7 +107,8 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
   cfg = parse_config(config)
   net = cfg["network"]
   train, names, test, test_names, source = load_real(cfg["data"], cfg["csg"], cfg["synthetic"])
-  generator = csg_generator(cfg["csg"], num_workers=common.num_workers(config))
+  generator = csg_generator(cfg["csg"], num_workers=common.num_workers(config),
+                            render=common.render_config(config))
   predict = common.make_predict(net, flip=cfg["evaluation"].flip)
 
   def evaluate(params) -> dict:

@@ -87,7 +87,8 @@ def build(config):
   cfg = parse_config(config)
   net = cfg["network"]
   validation, test, source = load_real(cfg["data"], cfg["scene"])
-  generator = scenes.scene_generator(cfg["scene"], num_workers=common.num_workers(config))
+  generator = scenes.scene_generator(cfg["scene"], num_workers=common.num_workers(config),
+                                     render=common.render_config(config))
   predict = common.make_predict(net, flip=cfg["evaluation"].flip)
   names = [f"frame_{i}" for i in range(len(validation.image))]
 
