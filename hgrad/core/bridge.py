@@ -161,17 +161,22 @@ class Generator:
     """Renders explicit shapes (generators that support it, e.g. CSG trees)."""
     return self._host_call("render_trees", list(trees), np.asarray(seeds_B, np.uint32).reshape(-1))
 
-  def _host_call(self, method: str, *args) -> Any:
+  def _host_call(self, method: str, *args, wall_key: str = "host_wall_s") -> Any:
+    """host.method(*args) in the workers or the host thread; its wall time under `wall_key`:
+    host_wall_s for calls the step waits on, host_overlapped_s for submitted ones."""
     start = time.perf_counter()
     if self._pool is not None:
       outputs, stats = getattr(self._pool, method)(*args)
     else:
       outputs, stats = self._thread.submit(getattr(self._host, method), *args).result()
-    stats["host_wall_s"] = time.perf_counter() - start
+    stats[wall_key] = time.perf_counter() - start
     stats["host_calls"] = 1
-    with self._stats_lock:
-      self.stats = merge_stats([self.stats, stats]) if self.stats else stats
+    self._add_stats(stats)
     return outputs
+
+  def _add_stats(self, stats: dict) -> None:
+    with self._stats_lock:
+      self.stats = merge_stats([self.stats, stats])
 
   def _shaped(self, flat: Any, batch_shape: tuple[int, ...]) -> Any:
     return jax.tree.map(lambda x, spec: np.ascontiguousarray(x, spec.dtype).reshape(
@@ -189,7 +194,8 @@ class Generator:
     # Checked now, so bad beta fails here and not in the collecting callback.
     beta_Bxd = self.layout.clip(self.layout.check(beta.reshape(-1, self.layout.dim)))
     self._pending[ticket] = self._submitter.submit(
-        self._host_call, "render_batch", beta_Bxd, seed.reshape(-1).astype(np.uint32))
+        self._host_call, "render_batch", beta_Bxd, seed.reshape(-1).astype(np.uint32),
+        wall_key="host_overlapped_s")
     return np.full(seed.shape, ticket, np.int32)
 
   def _collect_callback(self, ticket, after) -> Any:
@@ -200,7 +206,10 @@ class Generator:
       raise ValueError(f"collect got tickets {unique.tolist()}, pending "
                        f"{sorted(self._pending)}: every ticket is collected once, with the "
                        f"shape it was submitted with")
-    return self._shaped(self._pending.pop(int(unique[0])).result(), ticket.shape)
+    start = time.perf_counter()
+    outputs = self._pending.pop(int(unique[0])).result()
+    self._add_stats({"host_wall_s": time.perf_counter() - start})   # what the step waited
+    return self._shaped(outputs, ticket.shape)
 
   def _checked(self, beta: jax.Array) -> jax.Array:
     if jnp.shape(beta) != (self.layout.dim,):

@@ -318,6 +318,8 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                     "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
                     "beta": hg.layout.as_dict(hg.beta(new_state))}
           record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
+          if "host_overlapped_s" in host_stats:   # renders that ran beside the unroll
+            record["render_overlapped_s"] = float(host_stats["host_overlapped_s"])
           if phase == "outer" and "L" in metrics:
             # The objective the estimate differentiates: L at the unrolled (raw) weights.
             record["L_unroll" if hg.averages else "L"] = float(metrics["L"])

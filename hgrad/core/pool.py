@@ -103,7 +103,9 @@ def _close_workers(workers: list[tuple[Any, Any]]):
 
 
 def merge_stats(stats: list[dict]) -> dict:
-  return {k: sum(s[k] for s in stats) for k in stats[0]} if stats else {}
+  """Sums of every key over the dicts (a key missing from one counts 0 there)."""
+  keys = dict.fromkeys(k for s in stats for k in s)
+  return {k: sum(s.get(k, 0) for s in stats) for k in keys}
 
 
 def split(args: tuple, num_workers: int) -> list[tuple]:
