@@ -18,7 +18,8 @@ from hgrad.generators.csg import CSG_LAYOUT, CSGConfig
 from hgrad.generators.csg_host import csg_generator
 from hgrad.generators.sample import Sample
 
-__all__ = ["CSG_LAYOUT", "CSGConfig", "Deferred", "Generator", "HybridGradient", "InnerConfig", "InnerState",
-           "OuterConfig", "OuterState", "ParamLayout", "ParamSpec", "RenderConfig", "Sample", "Schedule", "Task",
-           "csg_generator", "hybrid_grad", "hybrid_value_and_grad", "hybrid_vjp", "run", "unroll"]
+__all__ = ["CSG_LAYOUT", "CSGConfig", "Deferred", "Generator", "HybridGradient", "InnerConfig",
+           "InnerState", "OuterConfig", "OuterState", "ParamLayout", "ParamSpec", "RenderConfig",
+           "Sample", "Schedule", "Task", "csg_generator", "hybrid_grad", "hybrid_value_and_grad",
+           "hybrid_vjp", "run", "unroll"]
 __version__ = "0.2.0"

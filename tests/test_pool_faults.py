@@ -28,6 +28,13 @@ class CrashingHost:
     pass
 
 
+class NoGLHost:
+  """A host whose GL context cannot be opened, on whatever platform."""
+
+  def __init__(self, config):
+    raise RenderError(f"no context on {os.environ.get('PYOPENGL_PLATFORM')}")
+
+
 def _batch(n=6):
   beta = np.tile(CSGHost.layout.default, (n, 1)).astype(np.float32)
   return beta, np.arange(n, dtype=np.uint32)
@@ -79,3 +86,13 @@ def test_a_chunk_that_keeps_killing_workers_fails_naming_them(pool_class, monkey
   with pytest.raises(RenderError, match=r"died 2 times in a row .*" + named + ".*checkpoint"):
     pool.render_batch(*_batch(2))
   assert not pool.worker_pids          # closed
+
+
+def test_a_host_without_gl_fails_naming_both_platforms(pool_class, monkeypatch):
+  """EGL first, then OSMesa (the user chose no platform); the error names both failures."""
+  monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)
+  pool = pool_class(NoGLHost, None, 1)
+  with pytest.raises(RenderError, match=r"no headless OpenGL context.*EGL failed: no context on "
+                                        r"egl OSMesa failed: no context on osmesa"):
+    pool.render_batch(*_batch(2))
+  pool.close()

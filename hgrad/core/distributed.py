@@ -54,6 +54,13 @@ def initialize(config: DistributedConfig) -> None:
                                num_processes=config.num_processes, process_id=config.process_id)
 
 
+def shutdown() -> None:
+  """Leaves the run together: without it the process that hosts the coordinator (0) may exit
+  first, and another then aborts (exit -6) when it loses the coordination service."""
+  if jax.distributed.is_initialized():
+    jax.distributed.shutdown()
+
+
 def is_primary() -> bool:
   """Whether this process writes the run's files (process 0)."""
   return jax.process_index() == 0

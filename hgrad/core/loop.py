@@ -383,9 +383,10 @@ def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict
 
   `interrupted` (the signal's name) is recorded in the results; a task's
   `finish` should then skip what needs the renderer (its workers may have
-  received the same signal). With several JAX processes every process
-  evaluates on a host copy of the (replicated) state, so nothing here needs
-  the others, and only process 0 runs `finish` and writes.
+  received the same signal). With several JAX processes the final results
+  are evaluated by every process on a host copy of the (replicated) state, so
+  nothing here needs the others; only process 0 scores interim outputs, runs
+  `finish` and writes.
   """
   hg = task.hg
   layout = hg.layout
@@ -399,8 +400,10 @@ def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict
     results["partial"] = True
   if interrupted:
     results["interrupted"] = interrupted
+  if not primary and partial:       # interim outputs are process 0's to write; nothing to score
+    return results
   results.update(task.evaluate(hg.eval_params(state)))
-  if not primary:
+  if not primary:                   # scored for its own summary line; process 0 writes
     return results
   if task.finish is not None:
     task.finish(workdir, state, history, results)

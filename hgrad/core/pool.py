@@ -131,6 +131,29 @@ def host_call(host, method: str, args: tuple) -> tuple[Any, dict]:
   return sample, stats
 
 
+def start_on_a_platform(start: Callable[[str], None], where: str = "") -> None:
+  """start(platform) on the user's PYOPENGL_PLATFORM, else EGL, else OSMesa; a RenderError
+  naming both failures if neither opens a context (`where`: e.g. " in the Ray actors")."""
+  user_platform = os.environ.get("PYOPENGL_PLATFORM")
+  if user_platform:
+    start(user_platform)
+    return
+  try:
+    start("egl")
+  except RenderError as egl_error:
+    try:
+      start("osmesa")
+    except RenderError as osmesa_error:
+      raise RenderError(f"no headless OpenGL context{where}. EGL failed: {egl_error} OSMesa "
+                        f"failed: {osmesa_error}") from osmesa_error
+
+
+def chunk_kills_workers(what: str, method: str, deaths: list[str]) -> RenderError:
+  """The error when one chunk killed `MAX_ATTEMPTS` workers in a row, naming each."""
+  return RenderError(f"{what} died {len(deaths)} times in a row on the same {method} chunk "
+                     f"({', '.join(deaths)}); the run's last checkpoint resumes it")
+
+
 def reraise(kind: str, message: str, trace: str):
   """A worker's exception, raised here: ValueError and RenderError as themselves."""
   if kind == "ValueError":
@@ -202,19 +225,7 @@ class RenderPool:
   def _ensure_started(self):
     if self._workers:
       return
-    user_platform = os.environ.get("PYOPENGL_PLATFORM")
-    if user_platform:
-      self._start(user_platform)
-      return
-    try:
-      self._start("egl")
-    except RenderError as egl_error:
-      try:
-        self._start("osmesa")
-      except RenderError as osmesa_error:
-        raise RenderError(
-            f"no headless OpenGL context. EGL failed: {egl_error} OSMesa failed: "
-            f"{osmesa_error}") from osmesa_error
+    start_on_a_platform(self._start)
 
   @staticmethod
   def _receive(worker):
@@ -254,9 +265,7 @@ class RenderPool:
         for i in pending:
           if len(deaths[i]) >= MAX_ATTEMPTS:
             self.close()
-            raise RenderError(f"render workers died {len(deaths[i])} times in a row on the "
-                              f"same {method} chunk ({', '.join(deaths[i])}); the run's last "
-                              f"checkpoint resumes it")
+            raise chunk_kills_workers("render workers", method, deaths[i])
           self._replace(i, deaths[i][-1])
           restarts += 1
     failures = [r[1] for r in replies if r[0] == "error"]

@@ -26,18 +26,20 @@ from typing import Any
 from absl import logging
 
 from hgrad.core import pool as pool_lib
-from hgrad.core.pool import RenderError
 
 
 class _Host:
-  """The actor body: `factory(config)` built once in the actor's process, then its methods."""
+  """The actor body: `start` builds `factory(config)` once in the actor's process, then its
+  methods. Built in a method, not in __init__: Ray reports an error raised in a method
+  as that error (a RenderError for no GL context), one in __init__ only as a dead actor."""
 
-  def __init__(self, factory, config):
+  def __init__(self):
+    self._host = None
+
+  def start(self, factory, config) -> int:
     self._host = factory(config)
     if hasattr(self._host, "warm_up"):
       self._host.warm_up()
-
-  def pid(self) -> int:
     return os.getpid()
 
   def call(self, method: str, args: tuple):
@@ -99,37 +101,32 @@ class RayPool:
     env = {"PYOPENGL_PLATFORM": platform}
     if not self._address:       # a local Ray: actors import what this process can (as the pool)
       env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    actor = ray.remote(num_cpus=1)(_Host).options(runtime_env={"env_vars": env})
-    return actor.remote(self._factory, self._config)
+    return ray.remote(num_cpus=1)(_Host).options(runtime_env={"env_vars": env}).remote()
 
   def _start(self, platform: str, count: int):
     ray = self._init_ray()
     actors = [self._spawn(platform) for _ in range(count)]
+    self._pids = self._start_hosts(actors)
+    self._actors, self._platform = actors, platform
+
+  def _start_hosts(self, actors: list) -> list[int]:
+    """Builds each actor's host; their pids. A host that fails to build (no GL context)
+    kills these actors and raises its error."""
+    ray = _ray()
     try:
-      self._pids = ray.get([a.pid.remote() for a in actors])
-    except ray.exceptions.RayTaskError as e:   # the host failed to build (no GL context)
+      return ray.get([a.start.remote(self._factory, self._config) for a in actors])
+    except ray.exceptions.RayTaskError as e:
       for a in actors:
         ray.kill(a)
       self._raise(e)
-    self._actors, self._platform = actors, platform
 
   def _ensure_started(self):
     if self._actors:
       return
     ray = self._init_ray()
     count = self._requested or int(ray.cluster_resources().get("CPU", 1))
-    user_platform = os.environ.get("PYOPENGL_PLATFORM")
-    if user_platform:
-      self._start(user_platform, count)
-      return
-    try:
-      self._start("egl", count)
-    except RenderError as egl_error:
-      try:
-        self._start("osmesa", count)
-      except RenderError as osmesa_error:
-        raise RenderError(f"no headless OpenGL context in the Ray actors. EGL failed: "
-                          f"{egl_error} OSMesa failed: {osmesa_error}") from osmesa_error
+    pool_lib.start_on_a_platform(lambda platform: self._start(platform, count),
+                                 " in the Ray actors")
 
   @staticmethod
   def _raise(error):
@@ -155,13 +152,8 @@ class RayPool:
             deaths[i].append(f"actor pid {self._pids[i]} ({type(e).__name__})")
             if len(deaths[i]) >= pool_lib.MAX_ATTEMPTS:
               self.close()
-              raise RenderError(f"render actors died {len(deaths[i])} times in a row on the "
-                                f"same {method} chunk ({', '.join(deaths[i])}); the run's last "
-                                f"checkpoint resumes it") from e
-            self._actors[i] = self._spawn(self._platform)
-            self._pids[i] = ray.get(self._actors[i].pid.remote())
-            logging.warning("render %s died; replaced by actor pid %d, which renders its chunk "
-                            "again", deaths[i][-1], self._pids[i])
+              raise pool_lib.chunk_kills_workers("render actors", method, deaths[i]) from e
+            self._replace(i, deaths[i][-1])
             restarts += 1
             futures[i] = self._actors[i].call.remote(method, chunks[i])
           except ray.exceptions.RayTaskError as e:
@@ -169,6 +161,17 @@ class RayPool:
               self.close()
             self._raise(e)
     return pool_lib.join(results, restarts)
+
+  def _replace(self, i: int, death: str):
+    """A new actor in slot i (the old one died, as `death` says); same platform and config."""
+    self._actors[i] = self._spawn(self._platform)
+    try:
+      self._pids[i] = self._start_hosts([self._actors[i]])[0]
+    except BaseException:
+      self.close()
+      raise
+    logging.warning("render %s died; replaced by actor pid %d, which renders its chunk again",
+                    death, self._pids[i])
 
   def render_batch(self, beta_Bxd, seeds_B) -> tuple[Any, dict]:
     return self.call("render_batch", beta_Bxd, seeds_B)

@@ -208,3 +208,4 @@ def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,
     return loop.run(task, schedule, workdir, config.seed)
   finally:
     task.generator.close()
+    distributed.shutdown()
