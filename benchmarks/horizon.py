@@ -10,10 +10,17 @@ estimate of dL/du (u: the optimizer's coordinates) is taken
 and the script prints the cosines between their means, and, on a synthetic
 target with a known beta* (the task module's `beta_star()`), the cosine of
 each with the descent direction toward beta* (-(u* - u0) is the gradient
-direction that points away from it) and the share of dimensions whose sign
-agrees with it.
+direction that points away from it), the share of dimensions whose sign
+agrees with it, and the t statistic of the single estimates' component along
+it (a cosine of the mean is hard to read in 29 dimensions at a few keys).
+
+With `--probe_step` it also writes betas moved that far from beta0 along each
+mean estimate's descent, a random direction and the way to beta*: training a
+fresh network at each (the study's `fixed_steps` arm with `--config.base.beta0`)
+asks whether the direction the estimate prefers makes better training data.
 
   python -m benchmarks.horizon --config=configs/study.py:screen --workdir=RUN [--keys=4]
+      [--nofresh] [--long_steps=0] [--probe_step=0.35]
 
 Prints a table and, as its last line, JSON.
 """
@@ -41,7 +48,33 @@ _CONFIG = config_flags.DEFINE_config_file(
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run whose latest checkpoint is the warm network.",
                                required=True)
 _KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")
-_LONG = flags.DEFINE_integer("long_steps", 32, "Inner steps of the long unroll.")
+_FRESH = flags.DEFINE_bool("fresh", True, "Also estimate from the fresh network.")
+_PROBE = flags.DEFINE_float(
+    "probe_step", 0.0, "> 0: also write betas moved this far (optimizer coordinates) from beta0 "
+    "along each mean estimate's descent, a random direction and the way to beta*, to train "
+    "at with the study's fixed_steps arm (--config.base.beta0).")
+_LONG = flags.DEFINE_integer("long_steps", 32, "Inner steps of the long unroll (0: skip it).")
+
+
+def projection_t(grads, unit_direction) -> float:
+  """t statistic of the estimates' component along a direction, over the sample sets.
+
+  Positive: the mean estimate descends along it beyond the spread of single
+  estimates (|t| > ~2.1 at 16 keys is a 95% decision, where a cosine of the
+  mean in 29 dimensions is hard to read).
+  """
+  along = np.asarray(grads) @ unit_direction
+  if along.size < 2:
+    return float("nan")
+  return float(along.mean() / max(along.std(ddof=1) / np.sqrt(along.size), 1e-30))
+
+
+def probe(hg, u0, direction, step: float) -> dict:
+  """beta at u0 + step * direction / |direction|, clipped to the box (`moved`: the clipped length)."""
+  u = np.clip(u0 + step * direction / np.linalg.norm(direction), 0.0, 1.0)
+  beta = np.asarray(hg.layout.from_coords(u, hg.outer.coordinates), np.float64)
+  return {"beta": beta.tolist(), "moved": float(np.linalg.norm(u - u0)),
+          "beta0_flag": "(" + ",".join(f"{v:.6g}" for v in beta) + ")"}
 
 
 def main(argv):
@@ -57,7 +90,8 @@ def main(argv):
   u0 = fresh.u
   long_hg = HybridGradient(task.generator.generate, hg.layout, train_loss=hg.train_loss,
                            eval_loss=hg.eval_loss,
-                           inner=dataclasses.replace(hg.inner, steps=_LONG.value), outer=hg.outer)
+                           inner=dataclasses.replace(hg.inner, steps=max(_LONG.value, 1)),
+                           outer=hg.outer)
 
   def estimate(model, inner_state, key):
     _, grad = estimator.ESTIMATORS["hybrid"](
@@ -69,27 +103,42 @@ def main(argv):
   short = jax.jit(lambda inner_state, key: estimate(hg, inner_state, key))
   long = jax.jit(lambda inner_state, key: estimate(long_hg, inner_state, key))
   start = time.perf_counter()
-  grads = {"warm": [], "fresh": [], "warm_long": []}
+  grads = ({"warm": []} | ({"fresh": []} if _FRESH.value else {})
+           | ({"warm_long": []} if _LONG.value else {}))
   for k in range(_KEYS.value):
     key = jax.random.key(2000 + k)
     grads["warm"].append(np.asarray(short(warm.inner, key)))
-    grads["fresh"].append(np.asarray(short(fresh.inner, key)))       # the same renders
-    grads["warm_long"].append(np.asarray(long(warm.inner, key)))
+    if _FRESH.value:
+      grads["fresh"].append(np.asarray(short(fresh.inner, key)))     # the same renders
+    if _LONG.value:
+      grads["warm_long"].append(np.asarray(long(warm.inner, key)))
   task.generator.close()
   means = {name: np.mean(g, axis=0) for name, g in grads.items()}
+  names = list(means)
   out = {"keys": _KEYS.value, "inner_steps": hg.inner.steps, "long_steps": _LONG.value,
-         "cosine": {"warm_vs_fresh": common.cosine(means["warm"], means["fresh"]),
-                    "warm_vs_warm_long": common.cosine(means["warm"], means["warm_long"]),
-                    "fresh_vs_warm_long": common.cosine(means["fresh"], means["warm_long"])},
+         "cosine": {f"{a}_vs_{b}": common.cosine(means[a], means[b])
+                    for i, a in enumerate(names) for b in names[i + 1:]},
          "cross_key_cosine": {name: common.mean_cross_cosine(g)
                               for name, g in grads.items()},
+         "mean_estimate": {name: [float(v) for v in m] for name, m in means.items()},
          "seconds": round(time.perf_counter() - start, 1)}
+  descents = {name: -m for name, m in means.items()}
+  descents["random"] = np.random.default_rng(11).normal(size=means["warm"].shape)
+  if hasattr(task_module, "beta_star"):
+    descents["toward_beta_star"] = (
+        np.asarray(hg.layout.to_coords(task_module.beta_star(), hg.outer.coordinates)) -
+        np.asarray(u0))
+  if _PROBE.value > 0:
+    out["probes"] = {name: probe(hg, np.asarray(u0), d, _PROBE.value)
+                     for name, d in descents.items()}
   if hasattr(task_module, "beta_star"):
     toward = -(np.asarray(hg.layout.to_coords(task_module.beta_star(), hg.outer.coordinates))
                - np.asarray(u0))        # -(u* - u0): a gradient that descends toward beta*
     moving = np.abs(toward) > 1e-6
+    unit_toward = toward / np.linalg.norm(toward)
     out["toward_beta_star"] = {
         name: {"cosine": common.cosine(m, toward),
+               "projection_t": projection_t(grads[name], unit_toward),
                "sign_agreement": float(np.mean(np.sign(m[moving]) == np.sign(toward[moving]))),
                "per_dimension": {hg.layout.names[i]: float(m[i]) for i in np.nonzero(moving)[0]}}
         for name, m in means.items()}
@@ -99,7 +148,10 @@ def main(argv):
     print(f"cross-key cosine {name:<10} {value:+.3f}")
   for name, entry in out.get("toward_beta_star", {}).items():
     print(f"toward beta* {name:<10} cosine {entry['cosine']:+.3f} "
-          f"sign agreement {entry['sign_agreement']:.2f}")
+          f"sign agreement {entry['sign_agreement']:.2f} "
+          f"projection t {entry['projection_t']:+.2f}")
+  for name, entry in out.get("probes", {}).items():
+    print(f"probe {name:<16} moved {entry['moved']:.3f}: --config.base.beta0=\"{entry['beta0_flag']}\"")
   print(json.dumps(out))
 
 

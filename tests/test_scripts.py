@@ -70,6 +70,30 @@ def test_match_signal_benchmark_prints_json(monkeypatch):
   assert set(figures["final_beta"]) >= {"p_sphere", "p_expand"}
 
 
+def test_horizon_benchmark_probes_the_estimates_direction(tmp_path, monkeypatch):
+  """Synthetic smoke target: estimates at a trained network, the t statistic toward beta*,
+  and betas moved along the estimate, a random direction and the way to beta*."""
+  monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
+  run_dir = str(tmp_path / "run")
+  _run("experiments.mbii", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
+       "--config.schedule.warmup_steps=2", "--config.schedule.outer_steps=0",
+       "--config.schedule.final_steps=0")
+  out = _run("benchmarks.horizon", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
+             "--keys=2", "--long_steps=0", "--nofresh", "--probe_step=0.2")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert set(figures["mean_estimate"]) == {"warm"}
+  assert set(figures["probes"]) == {"warm", "random", "toward_beta_star"}
+  assert all(0 < p["moved"] <= 0.2 + 1e-6 for p in figures["probes"].values())
+  assert figures["toward_beta_star"]["warm"]["projection_t"] == pytest.approx(
+      figures["toward_beta_star"]["warm"]["projection_t"])      # a number, not NaN
+  from hgrad.tasks import mbii
+  from hgrad.generators.csg import CSG_LAYOUT
+  start = CSG_LAYOUT.unit_distance(CSG_LAYOUT.default, mbii.beta_star())
+  moved = CSG_LAYOUT.unit_distance(figures["probes"]["toward_beta_star"]["beta"], mbii.beta_star())
+  assert moved == pytest.approx(start - 0.2, abs=1e-4)
+  assert '--config.base.beta0="(' in out
+
+
 @pytest.mark.parametrize("args, names", [
     (["--workdir={tmp}", "--config.data.dirr=1"], "dirr"),                  # typo'd field
     (["--workdir={tmp}", "--config=configs/mbii.py:nope"], "nope"),         # wrong variant

@@ -46,8 +46,18 @@ class Checkpointer:
     if step is None:
       raise FileNotFoundError(f"no checkpoint under {self.directory}")
     target = None if like is None else jax.tree.map(lambda x: x, like)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    try:
+      restored = self._manager.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(target), meta=ocp.args.JsonRestore()))
+    except ValueError as e:
+      if "do not match" not in str(e):
+        raise
+      # Orbax's message lists the mismatched fields; say what it means for a run.
+      raise ValueError(
+          f"checkpoint {self.directory}/{step} does not fit this run's state: it was written "
+          "with another configuration (e.g. inner.ema_decay, the network, the layout or "
+          "outer.optimizer) or by an older hgrad. Resume with the configuration that wrote it "
+          "(config.json beside checkpoints/) or use a new workdir. Orbax: " + str(e)) from None
     return restored.state, dict(restored.meta)
 
   def close(self) -> None:
