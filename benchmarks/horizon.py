@@ -140,7 +140,11 @@ def main(argv):
         name: {"cosine": common.cosine(m, toward),
                "projection_t": projection_t(grads[name], unit_toward),
                "sign_agreement": float(np.mean(np.sign(m[moving]) == np.sign(toward[moving]))),
-               "per_dimension": {hg.layout.names[i]: float(m[i]) for i in np.nonzero(moving)[0]}}
+               "per_dimension": {hg.layout.names[i]: float(m[i]) for i in np.nonzero(moving)[0]},
+               # descent toward beta* in this dimension, in standard errors over the keys
+               "per_dimension_t": {hg.layout.names[i]: projection_t(
+                   np.asarray(grads[name])[:, i:i + 1], np.sign(toward[i:i + 1]))
+                                   for i in np.nonzero(moving)[0]}}
         for name, m in means.items()}
   for name, value in out["cosine"].items():
     print(f"cosine {name:<20} {value:+.3f}")

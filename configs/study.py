@@ -32,6 +32,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.variants = ml_collections.ConfigDict({
       # issue 11: variances on a log scale, bias-corrected optimizer, smaller steps
       "log_adam": {"outer": {"coordinates": "log", "optimizer": "adam", "learning_rate": 0.01}},
+      # ... and rule weights as softmax logits, p_expand as log-odds
+      "logit_adam": {"outer": {"coordinates": "logit", "optimizer": "adam", "learning_rate": 0.01}},
   })
   config.base = mbii_configs.get_config("smoke" if variant == "smoke" else "cpu")
   if variant == "smoke":

@@ -16,7 +16,11 @@ class ParamSpec(NamedTuple):
   """One dimension of beta: its name, valid box and documented default.
 
   `log_scale`: a positive quantity (a variance) whose natural steps are
-  relative; in "log" coordinates the optimizer moves its logarithm.
+  relative; in "log" and "logit" coordinates the optimizer moves its logarithm.
+  `kind`: "weight" (one of a rule's unnormalized weights: the generator
+  normalizes them) or "probability" (a Bernoulli probability); in "logit"
+  coordinates the optimizer moves a weight's logarithm (softmax logits up to a
+  constant) and a probability's logit.
   """
 
   name: str
@@ -25,6 +29,7 @@ class ParamSpec(NamedTuple):
   default: float
   doc: str = ""
   log_scale: bool = False
+  kind: str = ""
 
 
 class ParamLayout:
@@ -46,9 +51,26 @@ class ParamLayout:
     bad = np.nonzero(self.log_scale & (self.low <= 0))[0]
     if bad.size:
       raise ValueError(f"{name}: log_scale needs a positive lower bound for {self.describe(bad)}")
-    # Log-box bounds of the log_scale dimensions (placeholders 0 and log 2 elsewhere).
-    self._log_low = np.log(np.where(self.log_scale, self.low, 1.0))
-    self._log_high = np.log(np.where(self.log_scale, self.high, 2.0))
+    kinds = np.array([s.kind for s in self.specs])
+    bad = np.nonzero(~np.isin(kinds, KINDS))[0]
+    if bad.size:
+      raise ValueError(f"{name}: kind must be one of {KINDS} for {self.describe(bad)}")
+    self.kind = kinds
+    bad = np.nonzero((kinds != "") & ((self.low < 0) | (self.high > 1)))[0]
+    if bad.size:
+      raise ValueError(f"{name}: a weight or probability must lie in [0, 1]: {self.describe(bad)}")
+    # Per coordinate system: each dimension's transform (0 linear, 1 log, 2 logit) and the
+    # transformed box that maps to [0, 1].
+    self._transforms = {}
+    for coordinates in COORDINATES[1:]:
+      transform = np.where(self.log_scale, 1, 0)
+      if coordinates == "logit":
+        transform = np.where(kinds == "weight", 1, np.where(kinds == "probability", 2, transform))
+      floor = np.where(self.log_scale, self.low, LOGIT_FLOOR)
+      low = np.where(transform == 0, self.low, np.maximum(self.low, floor))
+      high = np.where(transform == 2, np.minimum(self.high, 1 - LOGIT_FLOOR), self.high)
+      self._transforms[coordinates] = (transform, _forward(np, transform, low),
+                                       _forward(np, transform, high), low, high)
 
   @property
   def dim(self) -> int:
@@ -89,15 +111,19 @@ class ParamLayout:
 
     "unit": linear, (beta - low) / (high - low). "log": the same for every
     `log_scale` dimension's logarithm, so a step means the same relative
-    change of a variance at 1e-3 and at 0.5. Works on numpy and jax arrays.
+    change of a variance at 1e-3 and at 0.5. "logit": also a weight's
+    logarithm and a probability's logit, so a step changes odds by the same
+    factor at p = 0.01 and at 0.5; their box is cut at LOGIT_FLOOR (a weight
+    or probability below it reads as LOGIT_FLOOR, 1 - LOGIT_FLOOR above).
+    Works on numpy and jax arrays.
     """
     if coordinates == "unit":
       return self.to_unit(beta)
     _check_coordinates(coordinates)
     xp = _array_module(beta)
-    log_u = ((xp.log(xp.where(self.log_scale, beta, 1.0)) - self._log_low) /
-             (self._log_high - self._log_low))
-    return xp.where(self.log_scale, log_u, self.to_unit(beta))
+    transform, t_low, t_high, low, high = self._transforms[coordinates]
+    t = _forward(xp, transform, xp.clip(beta, low, high))
+    return xp.where(transform == 0, self.to_unit(beta), (t - t_low) / (t_high - t_low))
 
   def from_coords(self, u, coordinates: str = "unit"):
     """Inverse of `to_coords`."""
@@ -105,8 +131,11 @@ class ParamLayout:
       return self.from_unit(u)
     _check_coordinates(coordinates)
     xp = _array_module(u)
-    log_beta = self._log_low + u * (self._log_high - self._log_low)
-    return xp.where(self.log_scale, xp.exp(log_beta), self.from_unit(u))
+    transform, t_low, t_high, _, _ = self._transforms[coordinates]
+    t = t_low + u * (t_high - t_low)
+    return xp.where(transform == 1, xp.exp(xp.where(transform == 1, t, 0.0)),
+                    xp.where(transform == 2, 1 / (1 + xp.exp(-xp.where(transform == 2, t, 0.0))),
+                             self.from_unit(u)))
 
   def unit_distance(self, beta_a, beta_b) -> float:
     """Euclidean distance in unit-box coordinates (how far a run moved beta, or is from beta*)."""
@@ -120,12 +149,24 @@ class ParamLayout:
     """Markdown table of the layout, for docs and BUILD_NOTES."""
     rows = ["| # | name | low | high | default | meaning |", "|---|---|---|---|---|---|"]
     for i, s in enumerate(self.specs):
-      scale = " (log scale)" if s.log_scale else ""
+      scale = (" (log scale)" if s.log_scale else
+               {"weight": " (a logit in logit coordinates)",
+                "probability": " (log-odds in logit coordinates)"}.get(s.kind, ""))
       rows.append(f"| {i} | {s.name} | {s.low:g} | {s.high:g} | {s.default:g} | {s.doc}{scale} |")
     return "\n".join(rows)
 
 
-COORDINATES = ("unit", "log")
+COORDINATES = ("unit", "log", "logit")
+KINDS = ("", "weight", "probability")
+LOGIT_FLOOR = 1e-3     # a weight or probability's smallest value in "logit" coordinates
+
+
+def _forward(xp, transform, x):
+  """x -> log x where transform is 1, logit x where 2, x elsewhere (finite in every branch)."""
+  safe = xp.where(transform == 0, 0.5, xp.maximum(x, 1e-30))
+  log = xp.log(safe)
+  logit = log - xp.log(xp.maximum(1 - xp.where(transform == 2, safe, 0.5), 1e-30))
+  return xp.where(transform == 1, log, xp.where(transform == 2, logit, x))
 
 
 def _check_coordinates(coordinates: str) -> None:

@@ -14,7 +14,8 @@ Random Search behind the same step (the baseline of the comparison).
 The state holds u, the coordinates the beta optimizer updates: by default
 (beta - low) / (high - low), so sigma and the learning rate mean the same for
 a probability and a log-mean; with `OuterConfig.coordinates = "log"` the
-layout's variances move on a log scale. beta is derived from u
+layout's variances move on a log scale, with "logit" also its rule weights
+(as softmax logits) and probabilities (as log-odds). beta is derived from u
 (`HybridGradient.beta`).
 The step's key is `fold_in(key, state.step)`: a resumed run replays the keys
 of an uninterrupted one.
@@ -53,8 +54,9 @@ class OuterConfig:
   estimator: str = "hybrid"        # a key of estimator.ESTIMATORS ("hybrid", "random_search")
   directions: str = "gaussian"     # or "orthogonal": no projection noise at m = dim(beta)
   optimizer: str = "rmsprop"       # "rmsprop" (the paper), "adam" (bias-corrected) or "sgd" (BRS V1)
-  coordinates: str = "unit"        # the optimizer's coordinates: "unit" box, or "log" for the
-                                   # layout's log_scale dimensions (variances: relative steps)
+  coordinates: str = "unit"        # the optimizer's coordinates: "unit" box, "log" for the
+                                   # layout's log_scale dimensions (variances: relative steps),
+                                   # "logit": also rule weights and probabilities as logits
   rmsprop_decay: float = 0.9
   rmsprop_eps: float = 1e-8
   momentum: float = 0.0            # > 0: heavy-ball averaging of the noisy estimates
