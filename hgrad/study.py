@@ -211,14 +211,14 @@ def table(summary: dict) -> str:
     if synthetic:
       row += f" {_mean_se([x.get('unit_distance_final', np.nan) for x in s])} |"
     lines.append(row)
-  if synthetic:
+  moving = [arm for arm in arms if arm not in ("fixed_steps", "fixed_time", "retrain", "oracle")]
+  if synthetic and moving and summary["moved_dimensions"]:    # else no arm moves beta
     lines += ["", "Per dimension where beta* differs from beta0: mean over seeds of the progress "
               "toward beta* (1 = reached, 0 = none, < 0 = moved away).", "",
               "| arm | " + " | ".join(summary["moved_dimensions"]) + " |",
               "|---|" + "---|" * len(summary["moved_dimensions"])]
-    for arm, entry in arms.items():
-      if arm in ("fixed_steps", "fixed_time", "retrain", "oracle"):   # beta does not move
-        continue
+    for arm in moving:
+      entry = arms[arm]
       cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
                         if "per_dimension" in s]) for n in summary["moved_dimensions"]]
       lines.append(f"| {_label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
@@ -297,7 +297,10 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
           measure: paired([scores[arm][k][measure] for k in common_seeds],
                           [scores[reference][k][measure] for k in common_seeds])
           for measure in ("final_L", "last_k_L")}
-  first = next(iter(arms.values()))["scores"][0].get("per_dimension", {})
+  # Where beta* differs from beta0, read off an arm that starts at beta0 (oracle and retrain
+  # start elsewhere).
+  first = next((entry["scores"][0].get("per_dimension", {}) for arm, entry in arms.items()
+                if arm not in ("oracle", "retrain")), {})
   summary = {"moved_dimensions": [n for n, v in first.items() if "progress" in v],
              "name": config.name, "task": config.task, "split": split, "metric": metric,
              "seeds": list(config.seeds), "last_k": config.last_k, "arms": arms,

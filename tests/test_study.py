@@ -139,3 +139,19 @@ def test_progress_toward_beta_star_per_dimension():
                               {"a": 1.0, "b": 1.0, "c": 1.0})
   assert out["a"] == {"progress": 0.5} and out["c"] == {"progress": -1.0}
   assert out["b"]["drift"] == pytest.approx(0.2)
+
+
+def test_the_per_dimension_table_lists_only_arms_that_move_beta():
+  def scores(progress):
+    return [{"final_L": 20.0, "last_k_L": 20.0, "steps": 10, "elapsed_s": 1.0, "L_noise": 0.1,
+             "unit_distance_final": 0.5, "per_dimension": {"p_sphere": {"progress": progress}}}]
+  summary = {"moved_dimensions": ["p_sphere"], "name": "t", "task": "mbii", "split": "train",
+             "metric": "MAE (°)", "seeds": [0], "last_k": 2, "differences": {},
+             "arms": {"oracle": {"seeds": [0], "scores": scores(0.0)},
+                      "fixed_steps": {"seeds": [0], "scores": scores(0.0)}}}
+  assert "Per dimension" not in study.table(summary)          # no arm moves beta: no table
+  summary["arms"]["hybrid"] = {"seeds": [0], "scores": scores(0.25)}
+  text = study.table(summary)
+  per_dimension = text[text.index("Per dimension"):text.index("Paired differences")]
+  assert "| p_sphere |" in per_dimension and "+0.25 |" in per_dimension
+  assert "beta*" in per_dimension and per_dimension.count("\n| ") == 2     # header + hybrid
