@@ -8,7 +8,7 @@ estimate of dL/du (u: the optimizer's coordinates) is taken
   warm_long from the trained network, `--long_steps` inner steps
 
 and the script prints the cosines between their means, and, on a synthetic
-target with a known beta* (the task module's `beta_star()`), the cosine of
+target with a known beta* (the task module's `known_beta_star`), the cosine of
 each with the descent direction toward beta* (-(u* - u0) is the gradient
 direction that points away from it), the share of dimensions whose sign
 agrees with it, and the t statistic of the single estimates' component along
@@ -122,17 +122,18 @@ def main(argv):
                               for name, g in grads.items()},
          "mean_estimate": {name: [float(v) for v in m] for name, m in means.items()},
          "seconds": round(time.perf_counter() - start, 1)}
+  # beta* only where the config runs on the synthetic target (not on a dataset).
+  beta_star = getattr(task_module, "known_beta_star", lambda _: None)(config)
   descents = {name: -m for name, m in means.items()}
   descents["random"] = np.random.default_rng(11).normal(size=means["warm"].shape)
-  if hasattr(task_module, "beta_star"):
+  if beta_star is not None:
     descents["toward_beta_star"] = (
-        np.asarray(hg.layout.to_coords(task_module.beta_star(), hg.outer.coordinates)) -
-        np.asarray(u0))
+        np.asarray(hg.layout.to_coords(beta_star, hg.outer.coordinates)) - np.asarray(u0))
   if _PROBE.value > 0:
     out["probes"] = {name: probe(hg, np.asarray(u0), d, _PROBE.value)
                      for name, d in descents.items()}
-  if hasattr(task_module, "beta_star"):
-    toward = -(np.asarray(hg.layout.to_coords(task_module.beta_star(), hg.outer.coordinates))
+  if beta_star is not None:
+    toward = -(np.asarray(hg.layout.to_coords(beta_star, hg.outer.coordinates))
                - np.asarray(u0))        # -(u* - u0): a gradient that descends toward beta*
     moving = np.abs(toward) > 1e-6
     unit_toward = toward / np.linalg.norm(toward)
