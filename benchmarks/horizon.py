@@ -88,10 +88,6 @@ def main(argv):
   checkpointer.close()
   fresh = hg.init(task.beta0, task.params0)
   u0 = fresh.u
-  long_hg = HybridGradient(task.generator.generate, hg.layout, train_loss=hg.train_loss,
-                           eval_loss=hg.eval_loss,
-                           inner=dataclasses.replace(hg.inner, steps=max(_LONG.value, 1)),
-                           outer=hg.outer)
 
   def estimate(model, inner_state, key):
     _, grad = estimator.ESTIMATORS["hybrid"](
@@ -101,7 +97,12 @@ def main(argv):
     return grad
 
   short = jax.jit(lambda inner_state, key: estimate(hg, inner_state, key))
-  long = jax.jit(lambda inner_state, key: estimate(long_hg, inner_state, key))
+  if _LONG.value:
+    long_hg = HybridGradient(task.generator.generate, hg.layout, train_loss=hg.train_loss,
+                             eval_loss=hg.eval_loss,
+                             inner=dataclasses.replace(hg.inner, steps=_LONG.value),
+                             outer=hg.outer)
+    long = jax.jit(lambda inner_state, key: estimate(long_hg, inner_state, key))
   start = time.perf_counter()
   grads = ({"warm": []} | ({"fresh": []} if _FRESH.value else {})
            | ({"warm_long": []} if _LONG.value else {}))
@@ -133,8 +134,7 @@ def main(argv):
     out["probes"] = {name: probe(hg, np.asarray(u0), d, _PROBE.value)
                      for name, d in descents.items()}
   if beta_star is not None:
-    toward = -(np.asarray(hg.layout.to_coords(beta_star, hg.outer.coordinates))
-               - np.asarray(u0))        # -(u* - u0): a gradient that descends toward beta*
+    toward = -descents["toward_beta_star"]    # -(u* - u0): a gradient that descends toward beta*
     moving = np.abs(toward) > 1e-6
     unit_toward = toward / np.linalg.norm(toward)
     out["toward_beta_star"] = {

@@ -50,6 +50,8 @@ from hgrad.tasks import registry  # noqa: E402
 
 ARMS = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain", "oracle")
 NEEDS_HYBRID = ("fixed_time", "retrain")
+FROZEN = ("fixed_steps", "fixed_time", "retrain", "oracle")     # beta does not move
+STARTS_ELSEWHERE = ("oracle", "retrain")                        # beta0 is not the config's
 LABELS = {"hybrid": "hybrid gradient", "placebo": "placebo (random direction, same norm)",
           "fixed_steps": "fixed beta0, equal steps", "fixed_time": "fixed beta0, equal wall time",
           "retrain": "retrained at the hybrid run's final beta",
@@ -211,7 +213,7 @@ def table(summary: dict) -> str:
     if synthetic:
       row += f" {_mean_se([x.get('unit_distance_final', np.nan) for x in s])} |"
     lines.append(row)
-  moving = [arm for arm in arms if arm not in ("fixed_steps", "fixed_time", "retrain", "oracle")]
+  moving = [arm for arm in arms if arm not in FROZEN]
   if synthetic and moving and summary["moved_dimensions"]:    # else no arm moves beta
     lines += ["", "Per dimension where beta* differs from beta0: mean over seeds of the progress "
               "toward beta* (1 = reached, 0 = none, < 0 = moved away).", "",
@@ -297,10 +299,9 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
           measure: paired([scores[arm][k][measure] for k in common_seeds],
                           [scores[reference][k][measure] for k in common_seeds])
           for measure in ("final_L", "last_k_L")}
-  # Where beta* differs from beta0, read off an arm that starts at beta0 (oracle and retrain
-  # start elsewhere).
+  # Where beta* differs from beta0, read off an arm that starts at beta0.
   first = next((entry["scores"][0].get("per_dimension", {}) for arm, entry in arms.items()
-                if arm not in ("oracle", "retrain")), {})
+                if arm not in STARTS_ELSEWHERE), {})
   summary = {"moved_dimensions": [n for n, v in first.items() if "progress" in v],
              "name": config.name, "task": config.task, "split": split, "metric": metric,
              "seeds": list(config.seeds), "last_k": config.last_k, "arms": arms,

@@ -132,10 +132,7 @@ class ParamLayout:
     _check_coordinates(coordinates)
     xp = _array_module(u)
     transform, t_low, t_high, _, _ = self._transforms[coordinates]
-    t = t_low + u * (t_high - t_low)
-    return xp.where(transform == 1, xp.exp(xp.where(transform == 1, t, 0.0)),
-                    xp.where(transform == 2, 1 / (1 + xp.exp(-xp.where(transform == 2, t, 0.0))),
-                             self.from_unit(u)))
+    return _inverse(xp, transform, t_low + u * (t_high - t_low))
 
   def unit_distance(self, beta_a, beta_b) -> float:
     """Euclidean distance in unit-box coordinates (how far a run moved beta, or is from beta*)."""
@@ -167,6 +164,13 @@ def _forward(xp, transform, x):
   log = xp.log(safe)
   logit = log - xp.log(xp.maximum(1 - xp.where(transform == 2, safe, 0.5), 1e-30))
   return xp.where(transform == 1, log, xp.where(transform == 2, logit, x))
+
+
+def _inverse(xp, transform, t):
+  """Inverse of `_forward`: exp t where transform is 1, sigmoid t where 2, t elsewhere."""
+  exp = xp.exp(xp.where(transform == 1, t, 0.0))
+  sigmoid = 1 / (1 + xp.exp(-xp.where(transform == 2, t, 0.0)))
+  return xp.where(transform == 1, exp, xp.where(transform == 2, sigmoid, t))
 
 
 def _check_coordinates(coordinates: str) -> None:
