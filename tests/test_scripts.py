@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -58,12 +59,16 @@ def test_gradient_noise_benchmark_runs_for_another_task():
   assert figures["blocks"]["all"]["dims"] == 108 and figures["blocks"]["discrete"]["dims"] == 36
 
 
-def test_match_signal_benchmark_prints_json(monkeypatch):
+@pytest.mark.parametrize("objective", ["features", "gradient_distance"])
+def test_match_signal_benchmark_prints_json(monkeypatch, objective):
   """Synthetic smoke target: D at beta0 and beta*, and a short descent toward lower D."""
   monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
   out = _run("benchmarks.match_signal", "--config=configs/mbii.py:smoke", "--keys=2", "--steps=5",
-             "--nets=2")
+             "--nets=2", f"--objective={objective}")
   figures = json.loads(out.strip().splitlines()[-1])
+  assert figures["objective"] == objective and all(
+      np.isfinite(figures[where]["D"]) for where in ("beta0", "beta_star"))
+  assert set(figures["progress"]) >= {"p_sphere", "p_expand"}
   for where in ("beta0", "beta_star"):
     assert -1.0 <= figures[where]["cross_key_cosine"] <= 1.0
   assert figures["distance_beta0"] > 0 and len(figures["descent"]) == 1
@@ -134,3 +139,31 @@ def test_a_run_started_from_python_shows_progress(tmp_path):
   # Every 5th step, and the outer steps (they carry L); not the plain steps 4, 6, 8.
   assert {"5/10", "10/10", "3/10"} <= logged and not {"4/10", "6/10", "8/10"} & logged
   assert steps[0][:9].count(":") == 2 and " I " in steps[0]          # "HH:MM:SS I ..."
+
+
+def test_gradient_matching_distances():
+  """The cosine distance is 0 for equal gradients, 2 per channel for opposite ones, and its
+  derivative is finite at a channel no loss reaches; the split distance is unbiased: noise of
+  zero mean in the data's gradient does not raise it (a plain squared distance would)."""
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import match_signal
+
+  rng = np.random.default_rng(0)
+  grads = {"w": jnp.asarray(rng.normal(size=(3, 3, 4, 5)), jnp.float32),
+           "b": jnp.asarray(rng.normal(size=(5,)), jnp.float32)}
+  assert float(match_signal.channel_cosine_distance(grads, grads)) == pytest.approx(0.0, abs=1e-5)
+  opposite = jax.tree.map(jnp.negative, grads)
+  assert float(match_signal.channel_cosine_distance(grads, opposite)) == pytest.approx(10.0, abs=1e-4)
+  unused = {"w": grads["w"].at[..., 0].set(0.0), "b": grads["b"]}     # a zero output channel
+  derivative = jax.grad(match_signal.channel_cosine_distance)(unused, unused)
+  assert all(bool(jnp.isfinite(leaf).all()) for leaf in jax.tree.leaves(derivative))
+
+  target = {"w": jnp.ones((4, 6))}
+  assert float(match_signal.split_distance(
+      {"w": 2 * target["w"]}, {"w": 2 * target["w"]}, target)) == pytest.approx(1.0)
+  noise = rng.normal(scale=0.5, size=(2, 4000, 4, 6)).astype(np.float32)
+  split = [float(match_signal.split_distance({"w": target["w"] + a}, {"w": target["w"] + b},
+                                             target)) for a, b in zip(*noise[:, :400])]
+  plain = np.mean(np.sum(noise[0] ** 2, (1, 2)) / 24.0)
+  assert abs(np.mean(split)) < 3 * np.std(split) / np.sqrt(len(split)) and plain > 0.2
