@@ -55,3 +55,9 @@ class EventWriter:
   def close(self) -> None:
     if self._writer is not None:
       self._writer.close()
+
+  def __enter__(self) -> "EventWriter":
+    return self
+
+  def __exit__(self, *exc) -> None:
+    self.close()

@@ -266,7 +266,6 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
   logging.info("%s in %s: %s; outputs: metrics.jsonl, checkpoints/, TensorBoard events, then "
                "results.json and the task's plots (interim ones at checkpoints)", task.name,
                workdir, schedule.describe())
-  events = EventWriter(workdir, int(state.step), write=primary)
   compiled = task.step is None and int(state.step) < schedule.total_steps
   if compiled:
     # Compile time is run time: it counts in elapsed_s (and so in a time budget), as it did
@@ -274,18 +273,19 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
     compile_s = compile_ahead(hg, state, key, schedule)
     meta["elapsed_s"] += compile_s
     logging.info("compiled the step functions in %.1f s", compile_s)
-  try:
-    def save(step: int):
-      if task.save_host_state is not None:
-        meta["host_state"] = task.save_host_state()
-      checkpointer.save(step, state, meta)
 
-    saved_step = int(state.step)
-    last_interim = time.monotonic()
-    costs = eta.StepCosts(history, 2 * hg.outer.num_perturbations + 1,
-                          first_step_compiles=not compiled)
-    last_record_time = None
-    stopped_by = None
+  def save(step: int):
+    if task.save_host_state is not None:
+      meta["host_state"] = task.save_host_state()
+    checkpointer.save(step, state, meta)
+
+  saved_step = int(state.step)
+  last_interim = time.monotonic()
+  costs = eta.StepCosts(history, 2 * hg.outer.num_perturbations + 1,
+                        first_step_compiles=not compiled)
+  last_record_time = None
+  stopped_by = None
+  with EventWriter(workdir, int(state.step), write=primary) as events:
     try:
       with _stop_on_signals() as stop, \
           open(os.path.join(workdir, METRICS_FILE) if primary else os.devnull, "a") as metrics_file:
@@ -309,25 +309,9 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
           metrics = jax.device_get(metrics)
           wall = time.perf_counter() - start
           host_stats = reset_stats()
-          host = float(host_stats.get("host_wall_s", 0.0))
           cpu = time.process_time() - cpu_start + float(host_stats.get("worker_cpu_s", 0.0))
-          new_meta = dict(meta, elapsed_s=meta["elapsed_s"] + wall,
-                          host_render_s=meta["host_render_s"] + host, cpu_s=meta["cpu_s"] + cpu)
-          record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
-                    "device_s": max(wall - host, 0.0), "cpu_s": cpu,
-                    "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
-                    "beta": hg.layout.as_dict(hg.beta(new_state))}
-          record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
-          if "host_overlapped_s" in host_stats:   # renders that ran beside the unroll
-            record["render_overlapped_s"] = float(host_stats["host_overlapped_s"])
-          if phase == "outer" and "L" in metrics:
-            # The objective the estimate differentiates: L at the unrolled (raw) weights.
-            record["L_unroll" if hg.averages else "L"] = float(metrics["L"])
-          if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
-                                    step + 1 == schedule.total_steps):
-            record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
-            if hg.averages:
-              record["L_raw"] = float(hg.evaluate(new_state.inner.params))
+          record, new_meta = _step_record(hg, schedule, step, phase, new_state, metrics, meta,
+                                          wall, cpu, host_stats)
           now = time.monotonic()
           if last_record_time is not None:
             # Since the last record: its checkpoint and interim outputs, this step, its L.
@@ -351,7 +335,7 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
             logging.info("%s step %d/%d (%s)%s train_loss=%.4f %.2fs (render %.2fs) ETA %s",
                          task.name, step + 1, schedule.total_steps, phase,
                          f" L={record['L']:.3f}" if "L" in record else "", record["train_loss"],
-                         wall, host, eta.format_eta(remaining, estimated))
+                         wall, record["host_render_s"], eta.format_eta(remaining, estimated))
           if (step + 1) % schedule.checkpoint_every == 0:
             stop.saving = True
             save(step + 1)
@@ -372,8 +356,31 @@ def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
                     interrupted=signal.Signals(stopped_by).name, events=events)
       raise Interrupted(stopped_by, int(state.step), workdir)
     return write_outputs(task, state, history, meta, workdir, partial=False, events=events)
-  finally:
-    events.close()
+
+
+def _step_record(hg: HybridGradient, schedule: Schedule, step: int, phase: str,
+                 new_state: OuterState, metrics: dict, meta: dict, wall: float, cpu: float,
+                 host_stats: dict) -> tuple[dict, dict]:
+  """The metrics line of one step (L where it is due) and the run's totals after it."""
+  host = float(host_stats.get("host_wall_s", 0.0))
+  new_meta = dict(meta, elapsed_s=meta["elapsed_s"] + wall,
+                  host_render_s=meta["host_render_s"] + host, cpu_s=meta["cpu_s"] + cpu)
+  record = {"step": step + 1, "phase": phase, "wall_s": wall, "host_render_s": host,
+            "device_s": max(wall - host, 0.0), "cpu_s": cpu,
+            "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
+            "beta": hg.layout.as_dict(hg.beta(new_state))}
+  record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
+  if "host_overlapped_s" in host_stats:   # renders that ran beside the unroll
+    record["render_overlapped_s"] = float(host_stats["host_overlapped_s"])
+  if phase == "outer" and "L" in metrics:
+    # The objective the estimate differentiates: L at the unrolled (raw) weights.
+    record["L_unroll" if hg.averages else "L"] = float(metrics["L"])
+  if "L" not in record and ((step + 1) % schedule.eval_every == 0 or
+                            step + 1 == schedule.total_steps):
+    record["L"] = float(hg.evaluate(hg.eval_params(new_state)))
+    if hg.averages:
+      record["L_raw"] = float(hg.evaluate(new_state.inner.params))
+  return record, new_meta
 
 
 def write_outputs(task: Task, state: OuterState, history: list[dict], meta: dict, workdir: str,
