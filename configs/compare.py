@@ -31,22 +31,30 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.base = _BASES[task].get_config("smoke" if smoke else "cpu")
   config.seeds = [0] if smoke else [0, 1, 2]
   config.ablation = ml_collections.ConfigDict({"num_betas": 0, "seed": 1234})
-  # Basic Random Search pays 2m + 1 trainings per step: its own m (V1: Gaussian directions),
-  # not hybrid gradient's (whose m costs renders only).
-  config.base.random_search = ml_collections.ConfigDict(
-      {"num_perturbations": min(4, config.base.outer.num_perturbations), "directions": "gaussian"})
+  add_baselines(config.base, task, smoke)
   if task == "mbii":
     config.methods = ["hybrid", "random_search", "evolution", "fixed"]
-    # Shape Evolution (hgrad.baselines.evolution.EvolutionConfig).
-    config.base.evolution = ml_collections.ConfigDict(dict(
-        initial_population=16, max_population=64, candidates=9, survivors=2, mutation_prob=0.7,
-        perturb_std=0.25))
-    # Shape Evolution evaluates as many candidates as random search evaluates directions.
-    config.base.evolution.candidates = 2 * config.base.random_search.num_perturbations + 1
-    if smoke:
-      config.base.evolution.update(initial_population=4, max_population=8, survivors=1)
-    else:
+    if not smoke:
       config.ablation.num_betas = 10
   else:
     config.methods = ["random_beta", "random_search", "hybrid"]
   return config
+
+
+def add_baselines(base: ml_collections.ConfigDict, task: str, smoke: bool = False
+                  ) -> ml_collections.ConfigDict:
+  """The baselines' own settings in a task config (also used by configs/study.py)."""
+  # Basic Random Search pays 2m + 1 trainings per step: its own m (V1: Gaussian directions),
+  # not hybrid gradient's (whose m costs renders only).
+  base.random_search = ml_collections.ConfigDict(
+      {"num_perturbations": min(4, base.outer.num_perturbations), "directions": "gaussian"})
+  if task == "mbii":
+    # Shape Evolution (hgrad.baselines.evolution.EvolutionConfig), evaluating as many
+    # candidates per generation as random search evaluates directions.
+    base.evolution = ml_collections.ConfigDict(dict(
+        initial_population=16, max_population=64,
+        candidates=2 * base.random_search.num_perturbations + 1, survivors=2,
+        mutation_prob=0.7, perturb_std=0.25))
+    if smoke:
+      base.evolution.update(initial_population=4, max_population=8, survivors=1)
+  return base

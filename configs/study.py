@@ -13,6 +13,7 @@ default, where beta* is known and the distance to it is reported):
 
 import ml_collections
 
+from configs import compare as compare_configs
 from configs import mbii as mbii_configs
 
 
@@ -25,7 +26,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "mbii"
   config.arms = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain")   # tuples: overridable by flag
   config.references = ("fixed_steps", "fixed_time", "placebo")
-  # Also: "oracle" (beta frozen at the synthetic target's beta*: the ceiling; synthetic only).
+  # Also: "oracle" (beta frozen at the synthetic target's beta*: the ceiling; synthetic only),
+  # "random_search" (Basic Random Search V1) and "evolution" (Shape Evolution): Table 2.
   config.seeds = (0, 1, 2)
   config.last_k = 6                       # evaluations averaged for the smoothed L
   # Hybrid variants, run as arms "hybrid_NAME" (add them with --config.arms="(...)"):
@@ -35,7 +37,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       # ... and rule weights as softmax logits, p_expand as log-odds
       "logit_adam": {"outer": {"coordinates": "logit", "optimizer": "adam", "learning_rate": 0.01}},
   })
-  config.base = mbii_configs.get_config("smoke" if variant == "smoke" else "cpu")
+  config.base = compare_configs.add_baselines(
+      mbii_configs.get_config("smoke" if variant == "smoke" else "cpu"), "mbii", variant == "smoke")
   if variant == "smoke":
     config.arms += ("hybrid_log_adam",)
     config.seeds = (0, 1)

@@ -16,6 +16,10 @@ sessions):
                fixed_steps' schedule: is the learned beta better data?
   oracle       beta frozen at the synthetic target's hidden beta*, fixed_steps'
                schedule: the most any beta could give (synthetic testbed only)
+  random_search, evolution
+               the paper's baselines (Basic Random Search V1, Shape Evolution;
+               `hgrad.baselines`, their settings in config.base.random_search /
+               .evolution) on the hybrid run's schedule (Table 2)
   hybrid_NAME  hybrid gradient with `config.variants.NAME` merged into the base
                config (nested, e.g. {"outer": {"optimizer": "adam"}})
 
@@ -48,14 +52,16 @@ from hgrad.baselines import compare  # noqa: E402
 from hgrad.core import loop  # noqa: E402
 from hgrad.tasks import registry  # noqa: E402
 
-ARMS = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain", "oracle")
+ARMS = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain", "oracle", "random_search",
+        "evolution")
 NEEDS_HYBRID = ("fixed_time", "retrain")
 FROZEN = ("fixed_steps", "fixed_time", "retrain", "oracle")     # beta does not move
 STARTS_ELSEWHERE = ("oracle", "retrain")                        # beta0 is not the config's
 LABELS = {"hybrid": "hybrid gradient", "placebo": "placebo (random direction, same norm)",
           "fixed_steps": "fixed beta0, equal steps", "fixed_time": "fixed beta0, equal wall time",
           "retrain": "retrained at the hybrid run's final beta",
-          "oracle": "fixed at the hidden beta* (synthetic only)"}
+          "oracle": "fixed at the hidden beta* (synthetic only)",
+          "random_search": compare.LABELS["random_search"], "evolution": compare.LABELS["evolution"]}
 
 
 def _fixed_time_schedule(hybrid_dir: str) -> dict:
@@ -113,7 +119,8 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
     _merge(base, overrides, arm)
   run_dir = os.path.join(workdir, arm, f"seed{seed}")
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
-  beta0, schedule, method = None, None, {"placebo": "placebo"}.get(arm, "fixed")
+  beta0, schedule = None, None
+  method = arm if arm in ("placebo", "random_search", "evolution") else "fixed"
   if arm == "hybrid" or overrides is not None:
     method = "hybrid"
   if arm in NEEDS_HYBRID:

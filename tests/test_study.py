@@ -155,3 +155,21 @@ def test_the_per_dimension_table_lists_only_arms_that_move_beta():
   per_dimension = text[text.index("Per dimension"):text.index("Paired differences")]
   assert "| p_sphere |" in per_dimension and "+0.25 |" in per_dimension
   assert "beta*" in per_dimension and per_dimension.count("\n| ") == 2     # header + hybrid
+
+
+def test_the_baseline_arms_run_the_papers_baselines_with_their_settings(monkeypatch):
+  """Table 2 in a study: `random_search` and `evolution` arms are those methods, on the study's
+  schedule and seed, with the baselines' settings (configs/compare.add_baselines)."""
+  import configs.study as study_configs
+  calls = []
+  monkeypatch.setattr(study.compare, "run_method",
+                      lambda task, base, method, seed, run_dir, beta0, schedule:
+                      calls.append((method, seed, base, beta0, schedule)) or {})
+  config = study_configs.get_config("screen")
+  for arm in ("random_search", "evolution"):
+    study.run_arm(config, arm, 2, "/tmp/study")
+  (rs, rs_seed, rs_base, rs_beta0, rs_schedule), (evo, *_ , evo_base, _, _) = calls
+  assert (rs, rs_seed, evo) == ("random_search", 2, "evolution")
+  assert rs_beta0 is None and rs_schedule is None            # beta0 and the hybrid's schedule
+  assert rs_base.random_search.num_perturbations == 4
+  assert evo_base.evolution.candidates == 9 and rs_base.schedule.outer_steps == 20
