@@ -40,7 +40,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.base = compare_configs.add_baselines(
       mbii_configs.get_config("smoke" if variant == "smoke" else "cpu"), "mbii", variant == "smoke")
   if variant == "smoke":
-    config.arms += ("hybrid_log_adam",)
+    config.arms += ("hybrid_log_adam", "random_search", "evolution")
     config.seeds = (0, 1)
     config.last_k = 2
   if variant == "screen":
