@@ -53,8 +53,6 @@ from ml_collections import config_flags
 from benchmarks import common
 from hgrad import study
 from hgrad.core import estimator
-from hgrad.tasks import common as common_tasks
-from hgrad.tasks import losses
 from hgrad.tasks import network
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -166,13 +164,10 @@ def main(argv):
   hg = task.hg
   target, *_ = task_module.load_real(cfg["data"], cfg["csg"], cfg["synthetic"])
   if _OBJECTIVE.value in ("gradients", "gradient_distance"):
-    training = common_tasks.parse_training(config)
-    net = training["network"]
-    height, width = task.generator.height, task.generator.width
+    shape = (task.generator.height, task.generator.width)
     match_loss = gradient_match_fn(
-        losses.train_loss_fn(net, training["loss"]),
-        lambda key: network.init_params(net, key, (height, width)), target, _NETS.value,
-        unbiased=_OBJECTIVE.value == "gradient_distance")
+        hg.train_loss, lambda key: network.init_params(cfg["network"], key, shape), target,
+        _NETS.value, unbiased=_OBJECTIVE.value == "gradient_distance")
   else:
     match_loss = feature_match_fn(target, _NETS.value)
 

@@ -57,11 +57,11 @@ ARMS = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain", "oracle", "
 NEEDS_HYBRID = ("fixed_time", "retrain")
 FROZEN = ("fixed_steps", "fixed_time", "retrain", "oracle")     # beta does not move
 STARTS_ELSEWHERE = ("oracle", "retrain")                        # beta0 is not the config's
-LABELS = {"hybrid": "hybrid gradient", "placebo": "placebo (random direction, same norm)",
+RUN_AS_METHOD = ("hybrid", "placebo", "random_search", "evolution")   # compare's methods by name
+LABELS = {**{arm: compare.LABELS[arm] for arm in RUN_AS_METHOD},
           "fixed_steps": "fixed beta0, equal steps", "fixed_time": "fixed beta0, equal wall time",
           "retrain": "retrained at the hybrid run's final beta",
-          "oracle": "fixed at the hidden beta* (synthetic only)",
-          "random_search": compare.LABELS["random_search"], "evolution": compare.LABELS["evolution"]}
+          "oracle": "fixed at the hidden beta* (synthetic only)"}
 
 
 def _fixed_time_schedule(hybrid_dir: str) -> dict:
@@ -120,9 +120,7 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   run_dir = os.path.join(workdir, arm, f"seed{seed}")
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
   beta0, schedule = None, None
-  method = arm if arm in ("placebo", "random_search", "evolution") else "fixed"
-  if arm == "hybrid" or overrides is not None:
-    method = "hybrid"
+  method = "hybrid" if overrides is not None else arm if arm in RUN_AS_METHOD else "fixed"
   if arm in NEEDS_HYBRID:
     hybrid = loop.finished_results(hybrid_dir)
     if hybrid is None:
