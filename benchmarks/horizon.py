@@ -38,6 +38,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from hgrad.tasks import registry
 from hgrad.core import estimator
 from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.outer import HybridGradient
@@ -124,7 +125,7 @@ def main(argv):
          "mean_estimate": {name: [float(v) for v in m] for name, m in means.items()},
          "seconds": round(time.perf_counter() - start, 1)}
   # beta* only where the config runs on the synthetic target (not on a dataset).
-  beta_star = getattr(task_module, "known_beta_star", lambda _: None)(config)
+  beta_star = registry.known_beta_star(config)
   descents = {name: -m for name, m in means.items()}
   descents["random"] = np.random.default_rng(11).normal(size=means["warm"].shape)
   if beta_star is not None:

@@ -51,6 +51,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from hgrad.tasks import registry
 from hgrad import study
 from hgrad.core import estimator
 from hgrad.tasks import network
@@ -154,11 +155,10 @@ def feature_match_fn(target, nets: int):
 def main(argv):
   del argv
   config, task_module = common.task_config(_CONFIG.value)
-  if not hasattr(task_module, "known_beta_star"):
-    raise ValueError(f"task {config.task!r} has no synthetic target with a known beta*")
-  beta_star = task_module.known_beta_star(config)
+  beta_star = registry.known_beta_star(config)
   if beta_star is None:
-    raise ValueError("match_signal measures the way to beta*: run it without a dataset")
+    raise ValueError(f"match_signal measures the way to beta*: task {config.task!r} has no "
+                     "synthetic target with a known beta* with this config (is a dataset configured?)")
   cfg = task_module.parse_config(config)
   task, _ = task_module.build(config)
   hg = task.hg

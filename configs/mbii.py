@@ -32,11 +32,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.synthetic = ml_collections.ConfigDict(dict(
       num_images=16, seed=1_000_000_007, light_max_angle_deg=35.0, ambient_low=0.15,
       ambient_high=0.25))
-  # The 29-d CSG grammar and its renders (docs/design.md §3).
+  # The 29-d CSG grammar and its renders (docs/design.md §3). layout="lighting": 32-d beta
+  # whose last three dimensions replace the light_* / ambient_* settings (set
+  # --config.outer.num_perturbations=32 with it).
   config.csg = ml_collections.ConfigDict(dict(
       resolution=64, max_depth=3, sphere_segments=32, cone_segments=32, sharp_angle_deg=45.0,
       min_size=0.05, fill=0.9, light_max_angle_deg=60.0, ambient_low=0.0, ambient_high=0.3,
-      exact_unions=False))
+      exact_unions=False, layout="paper"))
 
   if variant in ("cpu", "fixed"):
     # K = 8 inner Adam steps of B = 8 samples; lr cosine-decays to 10% over the whole run.

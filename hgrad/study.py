@@ -98,8 +98,7 @@ def _merge(base, overrides, where: str) -> None:
 
 def _oracle_beta(config) -> list[float]:
   """beta* of the task's synthetic target; an error where there is none (real data configured)."""
-  known = getattr(registry.get(config.task), "known_beta_star", None)
-  beta_star = known(config.base) if known is not None else None
+  beta_star = registry.known_beta_star(config.base)
   if beta_star is None:
     raise ValueError(f"arm 'oracle' needs a synthetic target with a known beta*: task "
                      f"{config.task!r} has none with this config (is a dataset configured?)")

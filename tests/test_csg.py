@@ -187,3 +187,35 @@ def test_unions_drawn_by_the_z_buffer_match_exact_unions():
   exact, _ = csg.build_mesh(combine(1, union, sphere), csg.CSGConfig())
   assert len(parts) == 1 and stats.degenerate_booleans == 0
   assert parts[0].volume() == pytest.approx(exact.volume(), rel=1e-6)
+
+
+def test_lighting_layout_extends_the_paper_layout():
+  lighting = csg.CSG_LIGHTING_LAYOUT
+  assert lighting.dim == 32 and lighting.specs[:29] == LAYOUT.specs
+  assert lighting.names[29:] == ("light_max_angle_deg", "ambient_mean", "ambient_spread")
+  u = lighting.to_coords(lighting.default, "logit")
+  assert np.all(u[29:] - 0.1 > 0) and np.all(u[29:] + 0.1 < 1), "+-2 sigma pairs fit the box"
+  assert csg.CSGConfig(layout="lighting").param_layout is lighting
+  with pytest.raises(ValueError, match="CSGConfig.layout must be one of"):
+    csg.CSGConfig(layout="light")
+
+
+def test_lighting_beta_renders_as_the_config_lighting():
+  """beta0 of the 32-d layout renders the 29-d images; beta's light equals the config's light."""
+  from hgrad.generators.csg_host import csg_generator
+  seeds = np.arange(4)
+  lit = csg.CSG_LIGHTING_LAYOUT.default.copy()
+  lit[29:] = (35.0, 0.2, 0.05)
+  with csg_generator(csg.CSGConfig(resolution=32), num_workers=0) as paper, \
+       csg_generator(csg.CSGConfig(resolution=32, layout="lighting"), num_workers=0) as extended, \
+       csg_generator(csg.CSGConfig(resolution=32, light_max_angle_deg=35.0, ambient_low=0.15,
+                                   ambient_high=0.25), num_workers=0) as narrow:
+    assert extended.layout.dim == 32
+    base = paper.render(np.tile(LAYOUT.default, (4, 1)), seeds)
+    same = extended.render(np.tile(extended.beta0, (4, 1)), seeds)
+    np.testing.assert_allclose(same.image, base.image, atol=1e-6)
+    target = narrow.render(np.tile(LAYOUT.default, (4, 1)), seeds)
+    moved = extended.render(np.tile(lit, (4, 1)), seeds)
+    np.testing.assert_allclose(moved.image, target.image, atol=1e-5)
+    assert np.abs(moved.image - base.image).max() > 0.05
+    np.testing.assert_array_equal(moved.normals, base.normals)    # light moves shading only

@@ -263,16 +263,20 @@ def test_evaluate_scores_every_object_folder_of_a_directory(smoke_run, tmp_path)
   assert saved["per_image"]["mug"]["mae"] == pytest.approx(per_object["cup1"]["mae"], rel=1e-5)
 
 
-def test_synthetic_default_runs_and_says_so(tmp_path):
-  """Also: beta0 and orthogonal directions set from the command line reach the run."""
-  from hgrad.generators.csg import CSG_LAYOUT
-  beta0 = CSG_LAYOUT.default.astype(float)
-  beta0[CSG_LAYOUT.index("p_sphere")] = 0.7
+@pytest.mark.parametrize("layout", ["paper", "lighting"])
+def test_synthetic_default_runs_and_says_so(tmp_path, layout):
+  """Also: beta0 and orthogonal directions set from the command line reach the run; under the
+  "lighting" layout beta is 32-d, beta* holds the target's lighting, and the light moves."""
+  from hgrad.generators.csg import LAYOUTS
+  layout_ = LAYOUTS[layout]
+  beta0 = layout_.default.astype(float)
+  beta0[layout_.index("p_sphere")] = 0.7
   env_free = {k: v for k, v in os.environ.items() if k != "HGRAD_MBII_DIR"}
   result = subprocess.run([sys.executable, "-m", "experiments.mbii", *SMOKE,
                            f"--workdir={tmp_path}", "--config.schedule.outer_steps=1",
                            "--config.schedule.warmup_steps=0",
                            "--config.outer.directions=orthogonal",
+                           f"--config.csg.layout={layout}",
                            f"--config.beta0=({','.join(f'{b:.6f}' for b in beta0)})"],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, env=env_free)
   assert result.returncode == 0, result.stderr[-3000:]
@@ -282,6 +286,11 @@ def test_synthetic_default_runs_and_says_so(tmp_path):
   assert results["data_source"] == "synthetic"
   assert results["synthetic"]["unit_distance_final"] > 0
   assert results["beta0"]["p_sphere"] == pytest.approx(0.7)
+  assert list(results["beta"]) == list(layout_.names)
+  if layout == "lighting":
+    assert results["synthetic"]["beta_star"]["light_max_angle_deg"] == pytest.approx(35.0)
+    assert results["synthetic"]["beta_star"]["ambient_spread"] == pytest.approx(0.05)
+    assert results["beta"]["ambient_mean"] != pytest.approx(results["beta0"]["ambient_mean"])
 
 
 def test_bad_config_value_is_named(tmp_path):

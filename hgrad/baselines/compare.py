@@ -53,7 +53,7 @@ def method_config(base, method: str, seed: int, beta0=None, layout=None,
   config.seed = int(seed)
   if schedule_overrides:
     config.schedule.update(dict(schedule_overrides))
-  layout = layout or registry.get(config.get("task", "mbii")).LAYOUT
+  layout = layout or registry.layout(config)
   if method == "random_beta" and beta0 is None:
     beta0 = np.random.default_rng([seed, 99]).uniform(layout.low, layout.high)
   if beta0 is not None:
@@ -100,7 +100,7 @@ def run_method(task_name: str, base, method: str, seed: int, workdir: str, beta0
   task_module = registry.get(task_name)
   if method == "evolution" and task_name != "mbii":
     raise ValueError("Shape Evolution evolves CSG shapes: it runs on the mbii task only")
-  config = method_config(base, method, seed, beta0, task_module.LAYOUT, schedule_overrides)
+  config = method_config(base, method, seed, beta0, registry.layout(base), schedule_overrides)
 
   def build(config):
     task, schedule = task_module.build(config)
@@ -165,7 +165,7 @@ def fig4(curves: dict[str, list[dict]], path: str) -> None:
 
 def ablation(config, workdir: str) -> tuple[str, dict]:
   """Table 1: random fixed betas (best / median / worst), then hybrid gradient from each."""
-  layout = registry.get(config.task).LAYOUT
+  layout = registry.layout(config.base)
   rng = np.random.default_rng(config.ablation.seed)
   betas = rng.uniform(layout.low, layout.high, (config.ablation.num_betas, layout.dim))
   fixed = [run_method(config.task, config.base, "fixed", config.seeds[0],

@@ -1,5 +1,10 @@
 """The CSG shape grammar of the MIT-Berkeley experiment (docs/design.md §3), 29-d beta.
 
+Two layouts (`CSGConfig.layout`): "paper", the paper's 29-d grammar beta (the
+lighting is fixed by `CSGConfig`); "lighting", the same 29 dimensions and
+three more for the illumination (light cone, ambient mean and spread), so
+beta can act on the lighting gap between renders and photographs.
+
     S => E;  E => C(E, T(E)) | P;  C => union | subtract;
     P => sphere | cube | truncated_cone | tetrahedron;
     T => attach * translate * rotate * scale
@@ -86,6 +91,18 @@ CSG_LAYOUT = ParamLayout("csg", [
     _spec("tetra_length_logvar", _VAR_LOW, 1.0, 0.05, "variance of log edge length"),
 ])
 
+# The illumination as beta (the "lighting" layout). Its defaults are `CSGConfig`'s
+# lighting (a 60 degree cone, ambient uniform on [0, 0.3]): beta0 renders the same images.
+LIGHTING_SPECS = (
+    ParamSpec("light_max_angle_deg", 0.0, 90.0, 60.0,
+              "half-angle of the cone around the view axis the light direction is drawn from"),
+    ParamSpec("ambient_mean", 0.0, 0.6, 0.15, "mean of the ambient term"),
+    ParamSpec("ambient_spread", 0.0, 0.3, 0.15,
+              "half-width of the ambient term's uniform draw (clipped to [0, 0.95])"),
+)
+CSG_LIGHTING_LAYOUT = ParamLayout("csg_lighting", CSG_LAYOUT.specs + LIGHTING_SPECS)
+LAYOUTS = {"paper": CSG_LAYOUT, "lighting": CSG_LIGHTING_LAYOUT}
+
 _IDX = {n: i for i, n in enumerate(CSG_LAYOUT.names)}
 # Per heap node: uniforms (expand, operation, primitive) and normals
 # (3 size, 3 translate, 3 scale, 4 rotation quaternion, 3 attach direction).
@@ -107,6 +124,9 @@ class CSGConfig:
   light_max_angle_deg: float = 60.0
   ambient_low: float = 0.0
   ambient_high: float = 0.3
+  # "paper": the 29-d beta, lighting from the three fields above; "lighting": 32-d, the
+  # lighting from beta's last three dimensions (the fields above are then unused).
+  layout: str = "paper"
   # True: unions computed by manifold3d too (the exact solid; slower). The images differ
   # only on the parts' intersection curves (BUILD_NOTES, issue 13).
   exact_unions: bool = False
@@ -127,6 +147,13 @@ class CSGConfig:
     for name, ok in checks.items():
       if not ok:
         raise ValueError(f"CSGConfig.{name} is out of range: {getattr(self, name)!r}")
+    if self.layout not in LAYOUTS:
+      raise ValueError(f"CSGConfig.layout must be one of {sorted(LAYOUTS)}, got {self.layout!r}")
+
+  @property
+  def param_layout(self) -> ParamLayout:
+    """The beta layout this config renders from."""
+    return LAYOUTS[self.layout]
 
 
 class Noise(NamedTuple):
@@ -365,12 +392,29 @@ def to_camera(shape: manifold3d.Manifold | list[manifold3d.Manifold], noise: Noi
   return CameraMesh(verts.astype(np.float32), normals.astype(np.float32), tris.astype(np.uint32))
 
 
-def light(noise: Noise, config: CSGConfig) -> tuple[np.ndarray, float]:
+class Lighting(NamedTuple):
+  """The distribution of one sample's light: a cone around the view axis and an ambient range."""
+
+  max_angle_deg: float
+  ambient_low: float
+  ambient_high: float
+
+
+def lighting(config: CSGConfig, beta: np.ndarray | None = None) -> Lighting:
+  """The config's lighting, or beta's under the "lighting" layout (beta None: its default)."""
+  if config.layout == "paper":
+    return Lighting(config.light_max_angle_deg, config.ambient_low, config.ambient_high)
+  beta = CSG_LIGHTING_LAYOUT.default if beta is None else beta
+  angle, mean, spread = (float(beta[CSG_LIGHTING_LAYOUT.index(s.name)]) for s in LIGHTING_SPECS)
+  return Lighting(angle, max(mean - spread, 0.0), min(mean + spread, 0.95))
+
+
+def light(noise: Noise, setting: Lighting) -> tuple[np.ndarray, float]:
   """Directional light within a cone around the view axis, and the ambient term."""
-  cos_max = np.cos(np.radians(config.light_max_angle_deg))
+  cos_max = np.cos(np.radians(setting.max_angle_deg))
   cos_t = 1.0 - noise.light_u[0] * (1.0 - cos_max)
   sin_t = np.sqrt(max(0.0, 1.0 - cos_t * cos_t))
   phi = 2 * np.pi * noise.light_u[1]
   direction = np.array([sin_t * np.cos(phi), sin_t * np.sin(phi), cos_t], np.float32)
-  ambient = config.ambient_low + noise.light_u[2] * (config.ambient_high - config.ambient_low)
+  ambient = setting.ambient_low + noise.light_u[2] * (setting.ambient_high - setting.ambient_low)
   return direction, float(ambient)

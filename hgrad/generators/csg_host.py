@@ -21,10 +21,9 @@ from hgrad.generators.sample import Sample, normalize_shading
 class CSGHost(RasterHost):
   """Renders batches of CSG samples; one long-lived GL context per instance."""
 
-  layout = csg.CSG_LAYOUT
-
   def __init__(self, config: csg.CSGConfig):
     self.config = config
+    self.layout = config.param_layout
     self.height = self.width = config.resolution
 
   def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
@@ -35,23 +34,28 @@ class CSGHost(RasterHost):
     trees = [csg.sample_tree(beta.astype(np.float64), noise, self.config)
              for beta, noise in zip(beta_Bxd, noises)]
     grammar_s = time.perf_counter() - start
-    sample, stats = self._render(trees, noises)
+    sample, stats = self._render(trees, noises,
+                                 [csg.lighting(self.config, beta) for beta in beta_Bxd])
     stats["grammar_s"] += grammar_s
     return sample, stats
 
   def render_trees(self, trees: list, seeds_B: np.ndarray) -> tuple[Sample, dict]:
-    """Renders explicit CSG trees (e.g. Shape Evolution's); seeds give camera and light."""
+    """Renders explicit CSG trees (e.g. Shape Evolution's); seeds give camera and light.
+
+    The lighting is the config's (under the "lighting" layout: its default beta's).
+    """
     seeds_B = np.asarray(seeds_B).reshape(-1)
     if len(seeds_B) != len(trees):
       raise ValueError(f"{len(trees)} trees but {len(seeds_B)} seeds")
-    return self._render(list(trees), [csg.draw_noise(int(s), self.config.max_depth) for s in seeds_B])
+    return self._render(list(trees), [csg.draw_noise(int(s), self.config.max_depth) for s in seeds_B],
+                        [csg.lighting(self.config)] * len(trees))
 
-  def _render(self, trees: list, noises: list) -> tuple[Sample, dict]:
+  def _render(self, trees: list, noises: list, lightings: list) -> tuple[Sample, dict]:
     stats = dict.fromkeys(STAT_KEYS, 0.0)
     cfg = self.config
     meshes, lights = [], []
     start = time.perf_counter()
-    for tree, noise in zip(trees, noises):
+    for tree, noise, setting in zip(trees, noises, lightings):
       shape, mesh_stats = (csg.build_mesh if cfg.exact_unions else csg.build_parts)(tree, cfg)
       cam = csg.to_camera(shape, noise, cfg)
       z_far = float(np.abs(cam.verts[:, 2]).max()) + 1.0
@@ -59,7 +63,7 @@ class CSGHost(RasterHost):
       verts = cam.verts - np.array([0, 0, z_far], np.float32)
       meshes.append(raster.Meshes(verts, cam.normals, cam.tris,
                                   raster.orthographic(1.0, 1.0, 0.5, 2 * z_far + 0.5)))
-      lights.append(csg.light(noise, cfg))
+      lights.append(csg.light(noise, setting))
       stats["booleans"] += mesh_stats.booleans
       stats["degenerate_booleans"] += mesh_stats.degenerate_booleans
     stats["csg_s"] += time.perf_counter() - start

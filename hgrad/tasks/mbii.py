@@ -1,5 +1,8 @@
 """The MIT-Berkeley experiment: optimize the 29-d CSG grammar against real shading images.
 
+`config.csg.layout="lighting"` adds the light cone and the ambient range to
+beta (32-d, `csg.CSG_LIGHTING_LAYOUT`).
+
 L = mean angle error (degrees) of the network trained on renders, on the train
 split's 10 real images (the paper's protocol); the test split is for
 reporting only. Without a dataset (`config.data.dir` / $HGRAD_MBII_DIR) the
@@ -20,6 +23,7 @@ from hgrad.core import loop
 from hgrad.tasks import common
 from hgrad.tasks import evaluate
 from hgrad.core.config import to_dataclass
+from hgrad.core.layout import ParamLayout
 from hgrad.generators.csg import CSG_LAYOUT, CSGConfig
 from hgrad.generators.csg_host import csg_generator
 from hgrad.tasks import mbii_data
@@ -49,22 +53,37 @@ class SyntheticConfig:
   ambient_high: float = 0.25
 
 
-def beta_star() -> np.ndarray:
-  beta = CSG_LAYOUT.default.copy()
-  for name, value in SYNTHETIC_BETA_STAR.items():
-    beta[CSG_LAYOUT.index(name)] = value
+def beta_star(layout: ParamLayout = CSG_LAYOUT,
+              synthetic: SyntheticConfig = SyntheticConfig()) -> np.ndarray:
+  """The synthetic target's beta in `layout`: under "lighting" with the target's light too."""
+  beta = layout.default.copy()
+  values = dict(SYNTHETIC_BETA_STAR)
+  if "light_max_angle_deg" in layout.names:
+    values.update(light_max_angle_deg=synthetic.light_max_angle_deg,
+                  ambient_mean=(synthetic.ambient_low + synthetic.ambient_high) / 2,
+                  ambient_spread=(synthetic.ambient_high - synthetic.ambient_low) / 2)
+  for name, value in values.items():
+    beta[layout.index(name)] = value
   return beta
+
+
+def layout_for(config) -> ParamLayout:
+  """The CSG layout `config.csg.layout` names ("paper": 29-d, "lighting": 32-d)."""
+  return to_dataclass(CSGConfig, config.csg, where="config.csg").param_layout
 
 
 def known_beta_star(config) -> np.ndarray | None:
   """beta* when `config` runs on the synthetic target (no dataset configured), else None."""
-  return beta_star() if mbii_data.resolve_dir(config.data.dir) is None else None
+  if mbii_data.resolve_dir(config.data.dir) is not None:
+    return None
+  return beta_star(layout_for(config),
+                   to_dataclass(SyntheticConfig, config.synthetic, where="config.synthetic"))
 
 
 def synthetic_target(csg_config: CSGConfig, synthetic: SyntheticConfig) -> Sample:
-  """Renders of beta* under the synthetic target's own lighting (in-process)."""
+  """Renders of beta* under the synthetic target's own lighting (in-process, 29-d layout)."""
   target_config = dataclasses.replace(
-      csg_config, light_max_angle_deg=synthetic.light_max_angle_deg,
+      csg_config, layout="paper", light_max_angle_deg=synthetic.light_max_angle_deg,
       ambient_low=synthetic.ambient_low, ambient_high=synthetic.ambient_high)
   with csg_generator(target_config, num_workers=0) as target:
     seeds = synthetic.seed + np.arange(synthetic.num_images)
@@ -121,7 +140,8 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
     del workdir
     if source == "synthetic":
       results["synthetic"] = common.synthetic_distances(
-          CSG_LAYOUT, list(results["beta0"].values()), hg.beta(state), beta_star())
+          hg.layout, list(results["beta0"].values()), hg.beta(state),
+          beta_star(hg.layout, cfg["synthetic"]))
     logging.info("%s %s MAE %.2f deg (image mean), %.2f deg (pixel pooled)%s",
                  common.stage(results), "synthetic-target" if source == "synthetic" else "train-split",
                  results["train"]["image_mean"]["mae"], results["train"]["pixel_pooled"]["mae"],
