@@ -36,6 +36,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
       "log_adam": {"outer": {"coordinates": "log", "optimizer": "adam", "learning_rate": 0.01}},
       # ... and rule weights as softmax logits, p_expand as log-odds
       "logit_adam": {"outer": {"coordinates": "logit", "optimizer": "adam", "learning_rate": 0.01}},
+      # ... moving only what is rendered (primitive kinds, sizes, offsets; with the "lighting"
+      # layout the light): the grammar's complexity and spread (expansion, operations, part
+      # scales, every variance) stay at beta0, where the estimate asks for simpler, less varied
+      # data (BUILD_NOTES, issue 11). m = 15 orthogonal directions: one per free dimension
+      # under the "lighting" layout (12 under "paper"). Compose with --config.base.outer.*.
+      "content": {"outer": {"frozen": ("p_expand", "p_union", "p_subtract", "scale_*_logmean",
+                                       "*var"), "num_perturbations": 15}},
   })
   config.base = compare_configs.add_baselines(
       mbii_configs.get_config("smoke" if variant == "smoke" else "cpu"), "mbii", variant == "smoke")

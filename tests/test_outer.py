@@ -22,11 +22,12 @@ from conftest import REPO_ROOT
 RES = 16
 
 
-def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False):
+def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False, frozen=()):
   generator = csg_generator(CSGConfig(resolution=RES), num_workers=num_workers)
   net = network.NetworkConfig(width=4, stacks=1, depth=2)
   inner = unroll.InnerConfig(steps=2, batch_size=4, learning_rate=0.05)
-  config = outer.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=learning_rate)
+  config = outer.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=learning_rate,
+                             frozen=frozen)
   beta_star = CSG_LAYOUT.default.copy()
   beta_star[CSG_LAYOUT.index("p_expand")] = 0.9
   real = jax.tree.map(jnp.asarray, generator.render(np.tile(beta_star, (4, 1)), 1000 + np.arange(4)))
@@ -66,6 +67,32 @@ def test_outer_step_compiles_once_and_keeps_beta_in_box(setup):
     assert np.isfinite(m["L"]) and np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
     assert -1.0 <= m["grad_cosine"] <= 1.0
   assert history[0]["grad_cosine"] == 0.0      # no previous estimate yet
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_frozen_dimensions_stay_at_beta0_and_the_others_move(overlap):
+  generator, hg, params = build(learning_rate=0.5, overlap=overlap, frozen=("p_*", "*_var"))
+  try:
+    state = hg.init(CSG_LAYOUT.default, params)
+    for _ in range(2):
+      state, metrics = hg.outer_step(state, jax.random.key(3))
+    beta = np.asarray(hg.beta(state))
+    frozen = np.array([n.startswith("p_") or n.endswith("_var") for n in CSG_LAYOUT.names])
+    assert frozen.sum() == 7 + 3 + 1 and len(hg.free) == CSG_LAYOUT.dim - frozen.sum()
+    np.testing.assert_array_equal(beta[frozen], CSG_LAYOUT.default[frozen])
+    assert np.all(beta[~frozen] != CSG_LAYOUT.default[~frozen]), "every free dimension moved"
+    assert np.asarray(state.prev_grad)[frozen].max() == 0 and np.isfinite(metrics["L"])
+  finally:
+    generator.close()
+
+
+def test_frozen_patterns_are_checked():
+  with pytest.raises(ValueError, match="'p_expnd' names no dimension of the csg layout"):
+    outer.free_dimensions(CSG_LAYOUT, ("p_expand", "p_expnd"))
+  with pytest.raises(ValueError, match="freezes every dimension"):
+    outer.free_dimensions(CSG_LAYOUT, ("*",))
+  with pytest.raises(ValueError, match="must be a tuple of name patterns"):
+    outer.OuterConfig(frozen="p_expand")
 
 
 def test_steps_replay_from_fold_in_keys(setup):

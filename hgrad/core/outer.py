@@ -28,6 +28,7 @@ one CPU, several CPU devices, a GPU or a TPU slice.
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Any, Callable, NamedTuple
 
 import jax
@@ -60,6 +61,8 @@ class OuterConfig:
   rmsprop_decay: float = 0.9
   rmsprop_eps: float = 1e-8
   momentum: float = 0.0            # > 0: heavy-ball averaging of the noisy estimates
+  frozen: tuple[str, ...] = ()     # fnmatch patterns of beta's names that stay at beta0: the
+                                   # estimate and the step act on the other dimensions only
 
   def __post_init__(self):
     if self.estimator not in estimator.ESTIMATORS:
@@ -82,6 +85,23 @@ class OuterConfig:
       raise ValueError(f"OuterConfig.sigma must be > 0, got {self.sigma}")
     if not self.learning_rate > 0:
       raise ValueError(f"OuterConfig.learning_rate must be > 0, got {self.learning_rate}")
+    if isinstance(self.frozen, str):
+      raise ValueError(f"OuterConfig.frozen must be a tuple of name patterns, got the string "
+                       f"{self.frozen!r} (write ({self.frozen!r},))")
+
+
+def free_dimensions(layout: ParamLayout, frozen: tuple[str, ...]) -> np.ndarray:
+  """Indices of the dimensions the outer step moves: those no pattern of `frozen` names."""
+  hits = np.zeros(layout.dim, bool)
+  for pattern in frozen:
+    match = np.array([fnmatch.fnmatchcase(name, pattern) for name in layout.names])
+    if not match.any():
+      raise ValueError(f"OuterConfig.frozen: {pattern!r} names no dimension of the "
+                       f"{layout.name} layout")
+    hits |= match
+  if hits.all():
+    raise ValueError(f"OuterConfig.frozen freezes every dimension of the {layout.name} layout")
+  return np.nonzero(~hits)[0]
 
 
 class OuterState(NamedTuple):
@@ -157,6 +177,7 @@ class HybridGradient:
                beta_optimizer: optax.GradientTransformation | None = None,
                mesh: Mesh | None = None, deferred: estimator.Deferred | None = None):
     self.layout, self.inner, self.outer = layout, inner, outer
+    self.free = free_dimensions(layout, tuple(outer.frozen))
     self.mesh = mesh or device_mesh()
     self._generate_batch = batch_generator(generate, inner.num_samples)
     self._deferred = None if deferred is None else self._deferred_unit(deferred)
@@ -235,13 +256,28 @@ class HybridGradient:
       return self.eval_loss(trained.params), (trained, train_losses)
     return loss
 
+  def _free_view(self, u: jax.Array):
+    """(v, generate(v, key), deferred) on the free dimensions of u (identity if none is frozen)."""
+    if len(self.free) == self.layout.dim:
+      return u, self.generate_unit, self._deferred
+    free = jnp.asarray(self.free)
+    expand = lambda v: u.at[free].set(v)
+    deferred = None if self._deferred is None else estimator.Deferred(
+        lambda v, key: self._deferred.generate(expand(v), key),
+        lambda v, key, after: self._deferred.submit(expand(v), key, after),
+        self._deferred.collect)
+    return u[free], lambda v, key: self.generate_unit(expand(v), key), deferred
+
   def _outer_step(self, state: OuterState, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
-    (value, (trained, train_losses)), grad = estimator.ESTIMATORS[self.outer.estimator](
-        self.generate_unit, self.loss_of_data(state.inner), state.u, key,
+    v, generate, deferred = self._free_view(state.u)
+    (value, (trained, train_losses)), grad_v = estimator.ESTIMATORS[self.outer.estimator](
+        generate, self.loss_of_data(state.inner), v, key,
         num_perturbations=self.outer.num_perturbations,
         sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh),
-        directions=self.outer.directions, deferred=self._deferred)
+        directions=self.outer.directions, deferred=deferred)
+    # Frozen dimensions get a zero gradient: rmsprop, adam and sgd then leave them in place.
+    grad = grad_v if v is state.u else jnp.zeros_like(state.u).at[jnp.asarray(self.free)].set(grad_v)
     updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, state.u)
     new_u = jnp.clip(optax.apply_updates(state.u, updates), 0.0, 1.0)
     grad_norm = jnp.linalg.norm(grad)
