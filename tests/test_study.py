@@ -90,6 +90,11 @@ def test_the_oracle_arm_trains_at_beta_star_and_only_where_it_is_known(monkeypat
   config = study_configs.get_config("smoke")
   config.arms = ("hybrid", "oracle")
   assert study._oracle_beta(config) == pytest.approx(mbii.beta_star().tolist())
+  config.base.csg.layout = "lighting"                  # the oracle is lit like the target too
+  from hgrad.generators.csg import CSG_LIGHTING_LAYOUT
+  oracle = dict(zip(CSG_LIGHTING_LAYOUT.names, study._oracle_beta(config)))
+  assert oracle["light_max_angle_deg"] == 35.0 and oracle["ambient_mean"] == pytest.approx(0.2)
+  assert oracle["p_expand"] == pytest.approx(0.8)
   config.base.data.dir = mbii_train_dir()
   with pytest.raises(ValueError, match="arm 'oracle' needs a synthetic target"):
     study.run(config, "/nonexistent")                  # before any run starts
