@@ -198,6 +198,8 @@ def test_lighting_layout_extends_the_paper_layout():
   assert csg.CSGConfig(layout="lighting").param_layout is lighting
   with pytest.raises(ValueError, match="CSGConfig.layout must be one of"):
     csg.CSGConfig(layout="light")
+  with pytest.raises(ValueError, match="under the 'lighting' layout beta sets the light"):
+    csg.CSGConfig(layout="lighting", ambient_high=0.25)
 
 
 def test_lighting_beta_renders_as_the_config_lighting():

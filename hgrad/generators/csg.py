@@ -149,6 +149,11 @@ class CSGConfig:
         raise ValueError(f"CSGConfig.{name} is out of range: {getattr(self, name)!r}")
     if self.layout not in LAYOUTS:
       raise ValueError(f"CSGConfig.layout must be one of {sorted(LAYOUTS)}, got {self.layout!r}")
+    own = {f: getattr(self, f) for f in ("light_max_angle_deg", "ambient_low", "ambient_high")}
+    defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in own}
+    if self.layout == "lighting" and own != defaults:
+      raise ValueError(f"CSGConfig: under the 'lighting' layout beta sets the light; {own} would "
+                       "be ignored (set the light through beta0, or use layout='paper')")
 
   @property
   def param_layout(self) -> ParamLayout:
