@@ -21,6 +21,8 @@ from hgrad.generators.sample import Sample, normalize_shading
 class CSGHost(RasterHost):
   """Renders batches of CSG samples; one long-lived GL context per instance."""
 
+  layout = csg.CSG_LAYOUT       # the default; an instance renders from its config's layout
+
   def __init__(self, config: csg.CSGConfig):
     self.config = config
     self.layout = config.param_layout
