@@ -178,6 +178,7 @@ class HybridGradient:
                mesh: Mesh | None = None, deferred: estimator.Deferred | None = None):
     self.layout, self.inner, self.outer = layout, inner, outer
     self.free = free_dimensions(layout, tuple(outer.frozen))
+    self.frozen_any = len(self.free) < layout.dim
     self.mesh = mesh or device_mesh()
     self._generate_batch = batch_generator(generate, inner.num_samples)
     self._deferred = None if deferred is None else self._deferred_unit(deferred)
@@ -258,7 +259,7 @@ class HybridGradient:
 
   def _free_view(self, u: jax.Array):
     """(v, generate(v, key), deferred) on the free dimensions of u (identity if none is frozen)."""
-    if len(self.free) == self.layout.dim:
+    if not self.frozen_any:
       return u, self.generate_unit, self._deferred
     free = jnp.asarray(self.free)
     expand = lambda v: u.at[free].set(v)
@@ -277,7 +278,8 @@ class HybridGradient:
         sigma=self.outer.sigma, has_aux=True, shard=lambda d: shard_axis(d, 1, self.mesh),
         directions=self.outer.directions, deferred=deferred)
     # Frozen dimensions get a zero gradient: rmsprop, adam and sgd then leave them in place.
-    grad = grad_v if v is state.u else jnp.zeros_like(state.u).at[jnp.asarray(self.free)].set(grad_v)
+    grad = (jnp.zeros_like(state.u).at[jnp.asarray(self.free)].set(grad_v) if self.frozen_any
+            else grad_v)
     updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, state.u)
     new_u = jnp.clip(optax.apply_updates(state.u, updates), 0.0, 1.0)
     grad_norm = jnp.linalg.norm(grad)

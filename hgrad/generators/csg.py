@@ -410,8 +410,15 @@ def lighting(config: CSGConfig, beta: np.ndarray | None = None) -> Lighting:
   if config.layout == "paper":
     return Lighting(config.light_max_angle_deg, config.ambient_low, config.ambient_high)
   beta = CSG_LIGHTING_LAYOUT.default if beta is None else beta
-  angle, mean, spread = (float(beta[CSG_LIGHTING_LAYOUT.index(s.name)]) for s in LIGHTING_SPECS)
+  angle, mean, spread = (float(b) for b in beta[CSG_LAYOUT.dim:])    # LIGHTING_SPECS' order
   return Lighting(angle, max(mean - spread, 0.0), min(mean + spread, 0.95))
+
+
+def lighting_beta(setting: Lighting) -> dict[str, float]:
+  """The "lighting" layout's dimensions that give `setting` (the inverse of `lighting`)."""
+  return {"light_max_angle_deg": setting.max_angle_deg,
+          "ambient_mean": (setting.ambient_low + setting.ambient_high) / 2,
+          "ambient_spread": (setting.ambient_high - setting.ambient_low) / 2}
 
 
 def light(noise: Noise, setting: Lighting) -> tuple[np.ndarray, float]:

@@ -24,7 +24,7 @@ from hgrad.tasks import common
 from hgrad.tasks import evaluate
 from hgrad.core.config import to_dataclass
 from hgrad.core.layout import ParamLayout
-from hgrad.generators.csg import CSG_LAYOUT, CSGConfig
+from hgrad.generators.csg import CSG_LAYOUT, CSG_LIGHTING_LAYOUT, CSGConfig, Lighting, lighting_beta
 from hgrad.generators.csg_host import csg_generator
 from hgrad.tasks import mbii_data
 from hgrad.generators.sample import Sample
@@ -58,10 +58,9 @@ def beta_star(layout: ParamLayout = CSG_LAYOUT,
   """The synthetic target's beta in `layout`: under "lighting" with the target's light too."""
   beta = layout.default.copy()
   values = dict(SYNTHETIC_BETA_STAR)
-  if "light_max_angle_deg" in layout.names:
-    values.update(light_max_angle_deg=synthetic.light_max_angle_deg,
-                  ambient_mean=(synthetic.ambient_low + synthetic.ambient_high) / 2,
-                  ambient_spread=(synthetic.ambient_high - synthetic.ambient_low) / 2)
+  if layout is CSG_LIGHTING_LAYOUT:
+    values.update(lighting_beta(Lighting(synthetic.light_max_angle_deg, synthetic.ambient_low,
+                                         synthetic.ambient_high)))
   for name, value in values.items():
     beta[layout.index(name)] = value
   return beta
