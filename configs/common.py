@@ -35,7 +35,9 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.outer = ml_collections.ConfigDict(dict(
       num_perturbations=4, sigma=0.05, learning_rate=0.02, estimator="hybrid",
       directions="gaussian", optimizer="rmsprop", rmsprop_decay=0.9, rmsprop_eps=1e-8,
-      momentum=0.0, coordinates="unit", frozen=()))   # frozen: name patterns beta keeps at beta0
+      momentum=0.0, coordinates="unit",
+      frozen=(),            # name patterns beta keeps at beta0
+      trust_radius=0.0))    # > 0: beta's u stays within this L2 distance of beta0's
   # How the network is scored (hgrad.tasks.common.EvalConfig): flip = mirrored-image averaging.
   config.evaluation = ml_collections.ConfigDict(dict(flip=False))
   # Global steps (hgrad.core.loop.Schedule): warm-up, outer steps (each followed by

@@ -22,12 +22,12 @@ from conftest import REPO_ROOT
 RES = 16
 
 
-def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False, frozen=()):
+def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False, frozen=(), trust_radius=0.0):
   generator = csg_generator(CSGConfig(resolution=RES), num_workers=num_workers)
   net = network.NetworkConfig(width=4, stacks=1, depth=2)
   inner = unroll.InnerConfig(steps=2, batch_size=4, learning_rate=0.05)
   config = outer.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=learning_rate,
-                             frozen=frozen)
+                             frozen=frozen, trust_radius=trust_radius)
   beta_star = CSG_LAYOUT.default.copy()
   beta_star[CSG_LAYOUT.index("p_expand")] = 0.9
   real = jax.tree.map(jnp.asarray, generator.render(np.tile(beta_star, (4, 1)), 1000 + np.arange(4)))
@@ -93,6 +93,34 @@ def test_frozen_patterns_are_checked():
     outer.free_dimensions(CSG_LAYOUT, ("*",))
   with pytest.raises(ValueError, match="must be a tuple of name patterns"):
     outer.OuterConfig(frozen="p_expand")
+
+
+def test_trust_region_holds_beta_near_beta0(setup):
+  """The step is the unconstrained one pulled back onto the ball around beta0's u."""
+  free_hg, params = setup
+  generator, hg, _ = build(learning_rate=0.5, trust_radius=0.1)
+  try:
+    beta0 = CSG_LAYOUT.default
+    state, free = hg.init(beta0, params), free_hg.init(beta0, params)
+    np.testing.assert_array_equal(state.anchor, free.u)
+    key = jax.random.key(5)
+    state, metrics = hg.outer_step(state, key)
+    free, _ = free_hg.outer_step(free, key)
+    step, free_step = np.asarray(state.u - state.anchor), np.asarray(free.u - state.anchor)
+    assert np.linalg.norm(free_step) > 0.3, "without the ball this step goes far past 0.1"
+    assert np.linalg.norm(step) == pytest.approx(0.1, rel=1e-3)
+    assert metrics["trust_distance"] == pytest.approx(0.1, rel=1e-3)
+    moved = free_step != 0       # (the free step is also cut by the box; the ball's is not)
+    np.testing.assert_array_equal(np.sign(step[moved]), np.sign(free_step[moved]))
+    for _ in range(2):
+      state, metrics = hg.outer_step(state, key)
+      assert np.linalg.norm(np.asarray(state.u - state.anchor)) <= 0.1 + 1e-6
+    beta = np.asarray(hg.beta(state))
+    assert np.all(beta >= CSG_LAYOUT.low) and np.all(beta <= CSG_LAYOUT.high)
+  finally:
+    generator.close()
+  with pytest.raises(ValueError, match="trust_radius must be >= 0"):
+    outer.OuterConfig(trust_radius=-0.1)
 
 
 def test_steps_replay_from_fold_in_keys(setup):

@@ -83,6 +83,25 @@ def test_unknown_arms_and_variant_fields_are_named():
     study.run_arm(config, "hybrid_typo", 0, "/nonexistent")
 
 
+@pytest.mark.parametrize("variant", ["screen", "cpu"])
+def test_every_hybrid_variant_is_a_valid_training_config(variant):
+  """A variant's overrides name real fields with valid values (else its arm fails hours in)."""
+  import copy
+  import configs.study as study_configs
+  from hgrad.core import outer
+  from hgrad.tasks import mbii
+  config = study_configs.get_config(variant)
+  parsed = {}
+  for name, overrides in config.variants.items():
+    base = copy.deepcopy(config.base)
+    base.csg.layout = "lighting"                       # the layout the study runs content under
+    study._merge(base, overrides, f"hybrid_{name}")
+    parsed[name] = mbii.parse_config(base)["outer"]
+    outer.free_dimensions(mbii.layout_for(base), tuple(parsed[name].frozen))
+  assert parsed["content_trust"].trust_radius == 0.5 and parsed["content"].trust_radius == 0
+  assert parsed["content_trust"].frozen == parsed["content"].frozen
+
+
 def test_the_oracle_arm_trains_at_beta_star_and_only_where_it_is_known(monkeypatch):
   import configs.study as study_configs
   from hgrad.tasks import mbii

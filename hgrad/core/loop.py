@@ -369,7 +369,8 @@ def _step_record(hg: HybridGradient, schedule: Schedule, step: int, phase: str,
             "device_s": max(wall - host, 0.0), "cpu_s": cpu,
             "elapsed_s": new_meta["elapsed_s"], "train_loss": float(metrics["train_loss"]),
             "beta": hg.layout.as_dict(hg.beta(new_state))}
-  record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine") if k in metrics})
+  record.update({k: float(metrics[k]) for k in ("grad_norm", "grad_cosine", "trust_distance")
+                 if k in metrics})
   if "host_overlapped_s" in host_stats:   # renders that ran beside the unroll
     record["render_overlapped_s"] = float(host_stats["host_overlapped_s"])
   if phase == "outer" and "L" in metrics:

@@ -5,7 +5,8 @@
 draws n seeds, renders X at beta and at beta +- delta_j (one host call),
 unrolls K inner steps from the warm-started weights, takes dL/dX by VJP,
 contracts it with the finite differences, updates beta and clips it to the
-box; the trained weights warm-start the next step. Generic: the caller brings
+box (first into a ball of `OuterConfig.trust_radius` around beta0, if set);
+the trained weights warm-start the next step. Generic: the caller brings
 `generate`, `train_loss(params, batch)`, `eval_loss(params)` and (optionally)
 the inner and beta optax transformations; nothing here names a network or a
 loss. `OuterConfig.estimator = "random_search"` swaps the estimator for Basic
@@ -63,6 +64,8 @@ class OuterConfig:
   momentum: float = 0.0            # > 0: heavy-ball averaging of the noisy estimates
   frozen: tuple[str, ...] = ()     # fnmatch patterns of beta's names that stay at beta0: the
                                    # estimate and the step act on the other dimensions only
+  trust_radius: float = 0.0        # > 0: u stays within this L2 distance of beta0's u (a ball
+                                   # in the optimizer's coordinates), against late overshoot
 
   def __post_init__(self):
     if self.estimator not in estimator.ESTIMATORS:
@@ -85,6 +88,9 @@ class OuterConfig:
       raise ValueError(f"OuterConfig.sigma must be > 0, got {self.sigma}")
     if not self.learning_rate > 0:
       raise ValueError(f"OuterConfig.learning_rate must be > 0, got {self.learning_rate}")
+    if not self.trust_radius >= 0:
+      raise ValueError(f"OuterConfig.trust_radius must be >= 0 (0: no trust region), got "
+                       f"{self.trust_radius}")
     if isinstance(self.frozen, str):
       raise ValueError(f"OuterConfig.frozen must be a tuple of name patterns, got the string "
                        f"{self.frozen!r} (write ({self.frozen!r},))")
@@ -111,6 +117,7 @@ class OuterState(NamedTuple):
   step: jax.Array             # int32 outer step count
   prev_grad: jax.Array        # (d,) last gradient estimate, for the cosine metric
   average: Any = ()           # EMA of the model params (InnerConfig.ema_decay > 0), else ()
+  anchor: Any = ()            # (d,) beta0's u, the trust region's centre (trust_radius > 0), else ()
 
 
 def device_mesh() -> Mesh:
@@ -209,6 +216,7 @@ class HybridGradient:
         step=jnp.zeros((), jnp.int32),
         prev_grad=jnp.zeros(u0.shape, jnp.float32),
         average=params if self.averages else (),
+        anchor=jnp.asarray(u0, jnp.float32) if self.outer.trust_radius > 0 else (),
     )
 
   @property
@@ -269,6 +277,19 @@ class HybridGradient:
         self._deferred.collect)
     return u[free], lambda v, key: self.generate_unit(expand(v), key), deferred
 
+  def _project(self, u: jax.Array, anchor: Any) -> jax.Array:
+    """u into the trust region around `anchor` (if configured), then into the box.
+
+    The ball comes first: anchor lies in the box, so clipping to the box then
+    moves no coordinate away from it and u stays in both.
+    """
+    radius = self.outer.trust_radius
+    if radius > 0:
+      offset = u - anchor
+      norm = jnp.linalg.norm(offset)
+      u = anchor + offset * jnp.minimum(1.0, radius / jnp.maximum(norm, 1e-30))
+    return jnp.clip(u, 0.0, 1.0)
+
   def _outer_step(self, state: OuterState, key: jax.Array):
     key = jax.random.fold_in(key, state.step)
     v, generate, deferred = self._free_view(state.u)
@@ -281,15 +302,17 @@ class HybridGradient:
     grad = (jnp.zeros_like(state.u).at[jnp.asarray(self.free)].set(grad_v) if self.frozen_any
             else grad_v)
     updates, beta_opt_state = self.beta_optimizer.update(grad, state.beta_opt_state, state.u)
-    new_u = jnp.clip(optax.apply_updates(state.u, updates), 0.0, 1.0)
+    new_u = self._project(optax.apply_updates(state.u, updates), state.anchor)
     grad_norm = jnp.linalg.norm(grad)
     prev_norm = jnp.linalg.norm(state.prev_grad)
     cosine = jnp.where(prev_norm > 0, jnp.vdot(grad, state.prev_grad) /
                        jnp.maximum(grad_norm * prev_norm, 1e-30), 0.0)
     new_state = OuterState(new_u, beta_opt_state, trained, state.step + 1, grad,
-                           self._averaged(state, trained))
+                           self._averaged(state, trained), state.anchor)
     metrics = {"L": value, "grad_norm": grad_norm, "grad_cosine": cosine,
                "train_loss": jnp.mean(train_losses)}
+    if self.outer.trust_radius > 0:   # how far beta has gone: at trust_radius, the ball holds it
+      metrics["trust_distance"] = jnp.linalg.norm(new_u - state.anchor)
     return new_state, metrics
 
   def _train_step(self, state: OuterState, key: jax.Array):
