@@ -261,6 +261,12 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   `report_only`: run nothing; summarize the runs that have finished (paired
   differences over the seeds both arms have).
   """
+  for field in ("arms", "seeds"):
+    repeated = sorted({x for x in config[field] if list(config[field]).count(x) > 1}, key=str)
+    if repeated:   # e.g. a second --config.arms flag: ml_collections appends it to the first
+      raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])} "
+                       f"(a repeated --config.{field} flag appends to the tuple, it does not "
+                       "replace it)")
   for arm in config.arms:
     _variant(config, arm)                 # unknown arms fail before any run starts
   if set(config.arms) & set(NEEDS_HYBRID) and "hybrid" not in config.arms:

@@ -78,6 +78,12 @@ def test_unknown_arms_and_variant_fields_are_named():
   config = study_configs.get_config("smoke")
   with pytest.raises(ValueError, match="unknown arm 'hybrid_nope'"):
     study.run_arm(config, "hybrid_nope", 0, "/nonexistent")
+  config.arms = ("hybrid", "placebo", "hybrid")
+  with pytest.raises(ValueError, match=r"config.arms lists \['hybrid'\] more than once"):
+    study.run(config, "/nonexistent")
+  config.arms, config.seeds = ("hybrid",), (0, 1, 0)
+  with pytest.raises(ValueError, match=r"config.seeds lists \[0\] more than once"):
+    study.run(config, "/nonexistent")
   config.variants.typo = {"outer": {"lr": 0.1}}
   with pytest.raises(ValueError, match="no field 'lr'"):
     study.run_arm(config, "hybrid_typo", 0, "/nonexistent")
