@@ -40,6 +40,24 @@ def config_and_workdir(config_file: str, help_text: str, workdir_help: str = "Ou
   return config, workdir
 
 
+def _repeated_tuple_overrides(config, argv: list[str]) -> list[str]:
+  """The --config.FIELD flags of tuple fields that argv repeats.
+
+  ml_collections lets a repeated scalar override win (the last one), but
+  concatenates a repeated tuple override: `--config.arms=(a,) --config.arms=(b,)`
+  gives (a, b), never what a script appending "$@" to its own flags meant.
+  """
+  names = [arg.split("=", 1)[0] for arg in argv if arg.startswith("--config.")]
+  repeated = []
+  for name in sorted({n for n in names if names.count(n) > 1}):
+    value = config
+    for key in name[len("--config."):].split("."):
+      value = value.get(key) if hasattr(value, "get") else None
+    if isinstance(value, (tuple, list)):
+      repeated.append(name)
+  return repeated
+
+
 def _fields(config) -> str:
   """The config's fields for --help: a line per block, its keys and values."""
   lines, scalars = [], []
@@ -81,9 +99,16 @@ def _user_error(what: str, error: BaseException) -> None:
 
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
-    return flags.FLAGS(argv)
+    rest = flags.FLAGS(argv)
   except Exception as error:   # noqa: BLE001 - flags.Error, a config file's or a field's error
     _user_error("bad flag: ", error)
+  config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
+  repeated = [] if config is None else _repeated_tuple_overrides(config, argv[1:])
+  if repeated:
+    _user_error("", ValueError(
+        f"{', '.join(repeated)} given more than once: a repeated --config flag of a tuple "
+        "field appends to its value instead of replacing it; give it once"))
+  return rest
 
 
 def run(main: Callable[[], None]) -> None:

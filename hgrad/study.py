@@ -263,10 +263,8 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   """
   for field in ("arms", "seeds"):
     repeated = sorted({x for x in config[field] if list(config[field]).count(x) > 1}, key=str)
-    if repeated:   # e.g. a second --config.arms flag: ml_collections appends it to the first
-      raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])} "
-                       f"(a repeated --config.{field} flag appends to the tuple, it does not "
-                       "replace it)")
+    if repeated:   # one pair per (arm, seed): a repeat would run or score it twice
+      raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])}")
   for arm in config.arms:
     _variant(config, arm)                 # unknown arms fail before any run starts
   if set(config.arms) & set(NEEDS_HYBRID) and "hybrid" not in config.arms:

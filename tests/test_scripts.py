@@ -109,6 +109,8 @@ def test_horizon_benchmark_probes_the_estimates_direction(tmp_path, monkeypatch)
     ([], "--workdir"),                                                        # required flag
     (["--wrkdir={tmp}"], "wrkdir"),                                           # unknown flag
     (["--workdir={tmp}", "stray"], "stray"),                                  # positional
+    (["--workdir={tmp}", "--config.outer.frozen=('p_expand',)",             # a tuple field twice:
+      "--config.outer.frozen=('*var',)"], "--config.outer.frozen given more than once"),  # appends
 ])
 def test_bad_input_exits_2_with_one_line_that_names_it(tmp_path, args, names):
   args = [a.format(tmp=tmp_path) for a in args]
