@@ -9,6 +9,11 @@ default, where beta* is known and the distance to it is reported):
   screen  cpu network, samples and estimator on a short schedule: one hybrid run
           ~8 min on 2 cores; 5 arms x 3 seeds in about 1.5-2 hours
   cpu     the README's main job (cpu variant), 5 arms x 3 seeds: ~8 hours on 2 cores
+  cpu_trust  cpu, with the hybrid arm the best variant so far on the synthetic testbed
+          (BUILD_NOTES, issue 11, "A trust region around beta0"): EMA + flip
+          evaluation, the "lighting" layout, logit coordinates + Adam, the grammar's
+          complexity and spread frozen (m = 15), u within 0.5 of beta0's; every arm
+          (placebo, fixed beta0, ...) runs under the same config, so the seeds pair exactly
 """
 
 import ml_collections
@@ -19,8 +24,8 @@ from configs import mbii as mbii_configs
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   variant = arg or "screen"
-  if variant not in ("smoke", "screen", "cpu"):
-    raise ValueError(f"unknown study variant {variant!r}: use smoke, screen or cpu")
+  if variant not in ("smoke", "screen", "cpu", "cpu_trust"):
+    raise ValueError(f"unknown study variant {variant!r}: use smoke, screen, cpu or cpu_trust")
   config = ml_collections.ConfigDict()
   config.name = variant
   config.task = "mbii"
@@ -57,4 +62,12 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     # 60 warm-up, 20 outer steps each followed by 2 plain steps, 60 final: 180 steps.
     config.base.schedule.update(warmup_steps=60, outer_steps=20, train_steps_per_outer=2,
                                 final_steps=60, checkpoint_every=20, eval_every=10)
+  if variant == "cpu_trust":
+    config.base.inner.ema_decay = 0.95
+    config.base.evaluation.flip = True
+    config.base.csg.layout = "lighting"
+    config.base.outer.update(coordinates="logit", optimizer="adam", learning_rate=0.01)
+    config.base.outer.update(config.variants.content_trust.outer)
+    config.arms = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain")
   return config
+

@@ -164,20 +164,35 @@ def test_a_signal_saves_and_the_same_command_resumes(smoke_run, tmp_path, signam
   assert finished.returncode == 0, finished.stderr[-3000:]
   rows = _metrics(tmp_path)
   assert [r["step"] for r in rows] == list(range(1, 161))
-  # The ETA after the resume (5 steps into the new process) is within 30% too.
-  assert 0.7 < _eta_ratio(rows, stopped_at + 5) < 1.3, [(r["step"], r["eta_s"]) for r in rows]
+  # The ETA after the resume (5 steps into the new process) prices the first process's steps.
+  _check_eta(rows, stopped_at + 5, first_row_of_process=stopped_at)
   for got, want in zip(rows[:10], _metrics(reference)):     # the schedules agree for 10 steps
     np.testing.assert_allclose(list(got["beta"].values()), list(want["beta"].values()),
                                rtol=1e-6)
 
 
-def _eta_ratio(rows, step):
-  """The ETA logged at `step` over the time the run then really took to its last step."""
+def _check_eta(rows, step, first_row_of_process=0):
+  """The ETA logged at `step` is what `eta.StepCosts` makes of the steps logged before it (the
+  earlier processes' as history; this process compiled ahead, so its first step counts), for
+  the steps that really followed; and it is of the right size. The pricing itself is tested
+  on fixed numbers in test_eta.py: the time a shared 2-core machine really takes is not a
+  thing to assert tightly (CI once read 1.304 against a bound of 1.3)."""
+  from configs import mbii as mbii_configs
+  from hgrad.core import eta
+  sets = 2 * mbii_configs.get_config("smoke").outer.num_perturbations + 1
+  costs = eta.StepCosts(rows[:first_row_of_process], sets, first_step_compiles=False)
+  for row in rows[first_row_of_process:step]:
+    costs.add(row)
+  later = [r["phase"] for r in rows[step:]]
+  outer_left = sum(kind == "outer" for kind in later)
+  want, _ = costs.remaining(outer_left, len(later) - outer_left, rows[step - 1]["wall_s"])
   row = rows[step - 1]
-  return row["eta_s"] / (rows[-1]["time"] - row["time"])
+  assert row["eta_s"] == pytest.approx(want, rel=1e-9)
+  took_s = rows[-1]["time"] - row["time"]
+  assert 1 / 3 < row["eta_s"] / took_s < 3, [(r["step"], r["eta_s"], r["time"]) for r in rows]
 
 
-def test_eta_at_warmup_step_10_is_within_30_percent_of_the_time_left(smoke_run, tmp_path):
+def test_eta_at_warmup_step_10_prices_the_steps_left(smoke_run, tmp_path):
   """Step 10 is before any outer step: those are priced from the plain ones (and compiled
   ahead), the checkpoints and evaluations between steps by their mean."""
   _, data_dir, _ = smoke_run
@@ -185,7 +200,7 @@ def test_eta_at_warmup_step_10_is_within_30_percent_of_the_time_left(smoke_run, 
         "--config.schedule.warmup_steps=12", "--config.schedule.final_steps=100"])
   rows = _metrics(tmp_path)
   assert rows[9]["phase"] == "warmup" and rows[12]["phase"] == "outer"
-  assert 0.7 < _eta_ratio(rows, 10) < 1.3, [(r["step"], r["eta_s"], r["time"]) for r in rows[:20]]
+  _check_eta(rows, 10)
 
 
 def _children(pid):
