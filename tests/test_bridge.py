@@ -110,3 +110,32 @@ def test_closing_one_renderer_leaves_another_working(csg_gen):
   other.close()
   again = csg_gen.render(csg_gen.beta0[None], [1])
   assert again.mask.sum() > 0
+
+
+def test_rendering_under_egl_needs_no_x11_libraries():
+  """pyrender's import pulls in pyglet's window class; under EGL hgrad makes pyglet headless
+  first, so a server without libX11 / libXrender (a bare GPU machine) renders too."""
+  code = """
+import sys
+import numpy as np
+from hgrad.generators.csg import CSGConfig
+from hgrad.generators.csg_host import csg_generator
+generator = csg_generator(CSGConfig(resolution=16), num_workers=0)
+assert generator.render(generator.beta0[None], [1]).mask.sum() > 0
+generator.close()
+import pyglet
+print(pyglet.options["headless"], sorted(m for m in sys.modules
+                                       if m.startswith("pyglet") and ("x11" in m or "xlib" in m)))
+"""
+  env = {**__import__("os").environ, "PYOPENGL_PLATFORM": "egl"}
+  out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                       timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert out.stdout.strip().splitlines()[-1] == "True []", out.stdout
+
+
+def test_pyopengl_3_1_0_on_python_3_12_is_named_not_a_ctypes_error():
+  raster.check_pyopengl("3.1.0", (3, 11, 7))
+  raster.check_pyopengl("3.1.9", (3, 12, 3))
+  with pytest.raises(raster.RenderError, match=r"PyOpenGL 3.1.0 .* Python 3.12: install PyOpenGL>=3.1.7"):
+    raster.check_pyopengl("3.1.0", (3, 12, 3))

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import os
+import sys
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -80,9 +81,40 @@ def ensure_platform() -> str:
   return os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 
 
+_pyglet_made_headless = False
+
+
+def _pyglet_headless(headless: bool) -> None:
+  """Importing pyrender defines its Viewer on pyglet's window class, and pyglet's default X11
+  backend loads libX11 / libXrender on import: absent on a bare GPU server, where the import
+  then fails although EGL works (BUILD_NOTES, "On a GPU"). pyglet's headless backend needs
+  only libEGL. Set before pyrender's first import, never over a pyglet the user imported."""
+  global _pyglet_made_headless
+  if "pyrender" in sys.modules or ("pyglet" in sys.modules and not _pyglet_made_headless):
+    return
+  import pyglet  # pylint: disable=g-import-not-at-top
+  pyglet.options["headless"] = headless
+  _pyglet_made_headless = headless
+
+
+def check_pyopengl(pyopengl_version: str, python_version: tuple = sys.version_info) -> None:
+  """pyrender pins PyOpenGL 3.1.0, whose ctypes handlers predate Python 3.12 (CArgObject moved
+  to _ctypes; fixed in 3.1.7): there the first glGenTextures fails with "No array-type handler
+  for type _ctypes.type" (seen on the GPU machine's Python 3.12, BUILD_NOTES "On a GPU")."""
+  if tuple(python_version[:2]) >= (3, 12) and pyopengl_version.split(".")[:3] == ["3", "1", "0"]:
+    raise RenderError(
+        f"PyOpenGL {pyopengl_version} (pyrender's pin) does not work on Python "
+        f"{python_version[0]}.{python_version[1]}: install PyOpenGL>=3.1.7 after pyrender "
+        "(pip install 'PyOpenGL>=3.1.7'; pip warns about pyrender's pin, hgrad uses only its "
+        "EGL/OSMesa context), or use Python 3.11")
+
+
 def _open_platform(width: int, height: int):
   platform_name = ensure_platform()
   try:
+    import OpenGL  # pylint: disable=g-import-not-at-top
+    check_pyopengl(OpenGL.__version__)
+    _pyglet_headless(platform_name == "egl")   # OSMesa (the fallback) may not have libEGL
     if platform_name == "egl":
       from pyrender.platforms.egl import EGLPlatform
       platform = EGLPlatform(width, height)
