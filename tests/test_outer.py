@@ -158,8 +158,11 @@ print("SHARDED_OK", l1, l4)
 
 
 def test_sharded_outer_step_matches_one_device():
+  # Four CPU devices also on a GPU machine; the caller's PYTHONPATH kept (packages there).
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=os.pathsep.join([os.path.join(REPO_ROOT, "tests"), REPO_ROOT]))
+             JAX_PLATFORMS="cpu",
+             PYTHONPATH=os.pathsep.join([os.path.join(REPO_ROOT, "tests"), REPO_ROOT,
+                                         os.environ.get("PYTHONPATH", "")]))
   result = subprocess.run([sys.executable, "-c", _SHARDED], env=env, capture_output=True,
                           text=True, timeout=600)
   assert "SHARDED_OK" in result.stdout, result.stderr[-4000:]
