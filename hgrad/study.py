@@ -200,7 +200,7 @@ def _mean_se(values: list[float]) -> str:
 def table(summary: dict) -> str:
   arms, seeds = summary["arms"], summary["seeds"]
   synthetic = any("unit_distance_final" in s for a in arms.values() for s in a["scores"])
-  lines = [f"Study `{summary['name']}` ({summary['task']}, {summary['split']} split): mean ± "
+  lines = [f"Study `{summary['name']}` ({summary['task']}, {summary['split']}): mean ± "
            f"standard error over the seeds listed (of {seeds}); L = {summary['metric']}; "
            f"last-{summary['last_k']} = mean of the last evaluations; eval noise = std of "
            f"successive differences of the last {2 * summary['last_k']} evaluations / sqrt 2.", "",
@@ -276,7 +276,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
                                              ARMS.index(a) if a in ARMS else len(ARMS)))
   scores: dict[str, dict[int, dict]] = {arm: {} for arm in config.arms}
   curves: dict[str, list[dict]] = {arm: [] for arm in config.arms}
-  split = metric = None
+  scored_on = metric = None
   for seed in config.seeds:                 # seed by seed: an interrupted study has whole pairs
     for arm in order:
       run_dir = os.path.join(workdir, arm, f"seed{seed}")
@@ -290,6 +290,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
       curves[arm].append(compare.curve(run_dir))
       split = compare.split_of(results)
       metric = "MAE (°)" if "mae" in results[split]["image_mean"] else "RMSE log"
+      scored_on = "synthetic target" if "synthetic" in results else f"{split} split"
   arms = {arm: {"seeds": sorted(s), "scores": [s[k] for k in sorted(s)]}
           for arm, s in scores.items() if s}
   if not arms:
@@ -311,7 +312,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   first = next((entry["scores"][0].get("per_dimension", {}) for arm, entry in arms.items()
                 if arm not in STARTS_ELSEWHERE), {})
   summary = {"moved_dimensions": [n for n, v in first.items() if "progress" in v],
-             "name": config.name, "task": config.task, "split": split, "metric": metric,
+             "name": config.name, "task": config.task, "split": scored_on, "metric": metric,
              "seeds": list(config.seeds), "last_k": config.last_k, "arms": arms,
              "differences": differences}
   with open(os.path.join(workdir, "study.json"), "w") as f:

@@ -175,7 +175,7 @@ def test_the_per_dimension_table_lists_only_arms_that_move_beta():
   def scores(progress):
     return [{"final_L": 20.0, "last_k_L": 20.0, "steps": 10, "elapsed_s": 1.0, "L_noise": 0.1,
              "unit_distance_final": 0.5, "per_dimension": {"p_sphere": {"progress": progress}}}]
-  summary = {"moved_dimensions": ["p_sphere"], "name": "t", "task": "mbii", "split": "train",
+  summary = {"moved_dimensions": ["p_sphere"], "name": "t", "task": "mbii", "split": "train split",
              "metric": "MAE (°)", "seeds": [0], "last_k": 2, "differences": {},
              "arms": {"oracle": {"seeds": [0], "scores": scores(0.0)},
                       "fixed_steps": {"seeds": [0], "scores": scores(0.0)}}}
