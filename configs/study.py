@@ -70,4 +70,3 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
     config.base.outer.update(config.variants.content_trust.outer)
     config.arms = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain")
   return config
-

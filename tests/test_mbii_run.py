@@ -183,10 +183,10 @@ def _check_eta(rows, step, first_row_of_process=0):
   costs = eta.StepCosts(rows[:first_row_of_process], sets, first_step_compiles=False)
   for row in rows[first_row_of_process:step]:
     costs.add(row)
+  row = rows[step - 1]
   later = [r["phase"] for r in rows[step:]]
   outer_left = sum(kind == "outer" for kind in later)
-  want, _ = costs.remaining(outer_left, len(later) - outer_left, rows[step - 1]["wall_s"])
-  row = rows[step - 1]
+  want, _ = costs.remaining(outer_left, len(later) - outer_left, row["wall_s"])
   assert row["eta_s"] == pytest.approx(want, rel=1e-9)
   took_s = rows[-1]["time"] - row["time"]
   assert 1 / 3 < row["eta_s"] / took_s < 3, [(r["step"], r["eta_s"], r["time"]) for r in rows]
