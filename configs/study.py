@@ -34,6 +34,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Also: "oracle" (beta frozen at the synthetic target's beta*: the ceiling; synthetic only),
   # "random_search" (Basic Random Search V1) and "evolution" (Shape Evolution): Table 2.
   config.seeds = (0, 1, 2)
+  # A finished hybrid run measured alone on the machine the comparison is about: its time
+  # budget (and plain steps per budget) is every seed's fixed_time budget. Empty: each seed's
+  # own hybrid run, which is only right where the runs did not share cores.
+  config.timing_run = ""
   config.last_k = 6                       # evaluations averaged for the smoothed L
   # Hybrid variants, run as arms "hybrid_NAME" (add them with --config.arms="(...)"):
   config.variants = ml_collections.ConfigDict({

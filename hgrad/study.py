@@ -10,8 +10,10 @@ sessions):
                much, without the gradient's information
   fixed_steps  beta frozen at beta0, the same steps (the paper's Table 1 comparison)
   fixed_time   beta frozen at beta0, as many plain steps as fit in the hybrid
-               run's measured time (its mean plain-step time), with that time
-               as a hard stop: what a user gets for the same wall time
+               run's measured time (its median plain-step time), with that time
+               as a hard stop: what a user gets for the same wall time. Runs
+               that share cores time badly: `config.timing_run` names one
+               hybrid run measured alone whose budget every seed then gets
   retrain      a network trained from scratch at the hybrid run's final beta,
                fixed_steps' schedule: is the learned beta better data?
   oracle       beta frozen at the synthetic target's hidden beta*, fixed_steps'
@@ -66,10 +68,14 @@ LABELS = {**{arm: compare.LABELS[arm] for arm in RUN_AS_METHOD},
 
 def _fixed_time_schedule(hybrid_dir: str) -> dict:
   """Plain steps that fit into the hybrid run's step time, and that time as a hard stop."""
+  if loop.finished_results(hybrid_dir) is None:
+    raise FileNotFoundError(f"arm 'fixed_time' takes its time budget from a finished hybrid run; "
+                            f"there is none in {hybrid_dir}")
   rows = loop.read_metrics(hybrid_dir)
   plain = [r["wall_s"] for r in rows[1:] if r["phase"] != "outer"]   # the first step compiles
   elapsed = rows[-1]["elapsed_s"]
-  steps = int(round(elapsed / float(np.median(plain))))
+  # The fixed run pays the same first step (compile included) and then plain steps only.
+  steps = 1 + int(round((elapsed - rows[0]["elapsed_s"]) / float(np.median(plain))))
   return {"warmup_steps": steps, "outer_steps": 0, "train_steps_per_outer": 0, "final_steps": 0,
           "time_budget_s": float(elapsed)}
 
@@ -120,7 +126,10 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
   beta0, schedule = None, None
   method = "hybrid" if overrides is not None else arm if arm in RUN_AS_METHOD else "fixed"
-  if arm in NEEDS_HYBRID:
+  timing_run = os.path.expanduser(config.get("timing_run", "") or "")
+  if arm == "fixed_time" and timing_run:
+    schedule = _fixed_time_schedule(timing_run)
+  elif arm in NEEDS_HYBRID:
     hybrid = loop.finished_results(hybrid_dir)
     if hybrid is None:
       raise FileNotFoundError(f"arm {arm!r} needs the finished hybrid run of seed {seed} in "
@@ -267,8 +276,10 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
       raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])}")
   for arm in config.arms:
     _variant(config, arm)                 # unknown arms fail before any run starts
-  if set(config.arms) & set(NEEDS_HYBRID) and "hybrid" not in config.arms:
-    raise ValueError(f"arms {sorted(set(config.arms) & set(NEEDS_HYBRID))} need the hybrid arm")
+  needs_hybrid = set(config.arms) & set(NEEDS_HYBRID) - (
+      {"fixed_time"} if config.get("timing_run") else set())
+  if needs_hybrid and "hybrid" not in config.arms:
+    raise ValueError(f"arms {sorted(needs_hybrid)} need the hybrid arm")
   if "oracle" in config.arms:
     _oracle_beta(config)
   os.makedirs(workdir, exist_ok=True)

@@ -203,3 +203,45 @@ def test_the_baseline_arms_run_the_papers_baselines_with_their_settings(monkeypa
   assert rs_beta0 is None and rs_schedule is None            # beta0 and the hybrid's schedule
   assert rs_base.random_search.num_perturbations == 4
   assert evo_base.evolution.candidates == 9 and rs_base.schedule.outer_steps == 20
+
+
+def _fake_finished_run(path, plain_s, outer_s):
+  """A finished run's files as the loop writes them: metrics rows and results.json."""
+  os.makedirs(path)
+  rows, elapsed = [], 0.0
+  for step, (phase, wall) in enumerate([("warmup", 5.0)] + [("warmup", plain_s)] * 4
+                                       + [("outer", outer_s), ("outer", plain_s)] * 3):
+    elapsed += wall
+    rows.append({"step": step, "phase": phase, "wall_s": wall, "elapsed_s": elapsed})
+  with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(os.path.join(path, "results.json"), "w") as f:
+    json.dump({"steps": len(rows)}, f)
+  return elapsed
+
+
+def test_fixed_time_takes_its_budget_from_the_timing_run_for_every_seed(tmp_path, monkeypatch):
+  import configs.study as study_configs
+  from hgrad.baselines import compare
+  calls = []
+  monkeypatch.setattr(compare, "run_method", lambda *args: calls.append(args) or {})
+  config = study_configs.get_config("smoke")
+  config.arms = ("fixed_time",)
+  with pytest.raises(ValueError, match=r"\['fixed_time'\] need the hybrid arm"):
+    study.run(config, str(tmp_path / "study"))
+  with pytest.raises(FileNotFoundError, match="hybrid run of seed 2"):
+    study.run_arm(config, "fixed_time", 2, str(tmp_path / "study"))
+  # Measured alone: 1 s per plain step, 4 s per outer step; the seeds' own hybrid runs (none
+  # here) are not read.
+  elapsed = _fake_finished_run(tmp_path / "alone", plain_s=1.0, outer_s=4.0)
+  config.timing_run = str(tmp_path / "alone")
+  for seed in (2, 5):
+    study.run_arm(config, "fixed_time", seed, str(tmp_path / "study"))
+  for (_, _, method, seed, run_dir, beta0, schedule), want_seed in zip(calls, (2, 5)):
+    assert (method, seed, beta0) == ("fixed", want_seed, None)
+    assert run_dir.endswith(f"fixed_time/seed{want_seed}")
+    assert schedule == {"warmup_steps": 1 + round((elapsed - 5.0) / 1.0), "outer_steps": 0,
+                        "train_steps_per_outer": 0, "final_steps": 0, "time_budget_s": elapsed}
+  config.timing_run = str(tmp_path / "missing")
+  with pytest.raises(FileNotFoundError, match="no.*finished hybrid run|there is none in"):
+    study.run_arm(config, "fixed_time", 0, str(tmp_path / "study"))
