@@ -276,7 +276,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
       raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])}")
   for arm in config.arms:
     _variant(config, arm)                 # unknown arms fail before any run starts
-  needs_hybrid = set(config.arms) & set(NEEDS_HYBRID) - (
+  needs_hybrid = (set(config.arms) & set(NEEDS_HYBRID)) - (
       {"fixed_time"} if config.get("timing_run") else set())
   if needs_hybrid and "hybrid" not in config.arms:
     raise ValueError(f"arms {sorted(needs_hybrid)} need the hybrid arm")
