@@ -68,9 +68,6 @@ LABELS = {**{arm: compare.LABELS[arm] for arm in RUN_AS_METHOD},
 
 def _fixed_time_schedule(hybrid_dir: str) -> dict:
   """Plain steps that fit into the hybrid run's step time, and that time as a hard stop."""
-  if loop.finished_results(hybrid_dir) is None:
-    raise FileNotFoundError(f"arm 'fixed_time' takes its time budget from a finished hybrid run; "
-                            f"there is none in {hybrid_dir}")
   rows = loop.read_metrics(hybrid_dir)
   plain = [r["wall_s"] for r in rows[1:] if r["phase"] != "outer"]   # the first step compiles
   elapsed = rows[-1]["elapsed_s"]
@@ -126,14 +123,16 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
   beta0, schedule = None, None
   method = "hybrid" if overrides is not None else arm if arm in RUN_AS_METHOD else "fixed"
-  timing_run = os.path.expanduser(config.get("timing_run", "") or "")
-  if arm == "fixed_time" and timing_run:
-    schedule = _fixed_time_schedule(timing_run)
-  elif arm in NEEDS_HYBRID:
+  if arm in NEEDS_HYBRID:
+    timing_run = os.path.expanduser(config.get("timing_run", "") or "")
+    if arm == "fixed_time" and timing_run:      # every seed's budget from one run timed alone
+      hybrid_dir = timing_run
+      needed = f"its time budget from config.timing_run: no finished hybrid run in {hybrid_dir}"
+    else:
+      needed = f"the finished hybrid run of seed {seed} in {hybrid_dir}"
     hybrid = loop.finished_results(hybrid_dir)
     if hybrid is None:
-      raise FileNotFoundError(f"arm {arm!r} needs the finished hybrid run of seed {seed} in "
-                              f"{hybrid_dir}")
+      raise FileNotFoundError(f"arm {arm!r} needs {needed}")
     if arm == "retrain":
       beta0 = list(hybrid["beta"].values())
     else:
