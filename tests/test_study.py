@@ -108,6 +108,32 @@ def test_every_hybrid_variant_is_a_valid_training_config(variant):
   assert parsed["content_trust"].frozen == parsed["content"].frozen
 
 
+def test_the_cheap_outer_phase_spans_the_same_steps_and_shares_fixed_steps():
+  """cpu_trust_cheap reuses cpu_trust's fixed_steps runs: with beta frozen, every step must
+  have the same phase (and so the same key and batch) under both schedules."""
+  import configs.study as study_configs
+  from hgrad.baselines import compare
+  from hgrad.core import loop
+  from hgrad.tasks import mbii
+  full, cheap = (study_configs.get_config(v) for v in ("cpu_trust", "cpu_trust_cheap"))
+  schedules = {}
+  for name, config in (("full", full), ("cheap", cheap)):
+    for method in ("hybrid", "fixed"):
+      task_config = compare.method_config(config.base, method, 0)
+      schedules[name, method] = loop.Schedule(**task_config.schedule.to_dict())
+      mbii.parse_config(task_config)                      # a valid training config
+  assert schedules["full", "hybrid"].total_steps == schedules["cheap", "hybrid"].total_steps
+  outer_of = lambda s: [k for k in range(s.total_steps) if s.phase(k) == "outer"]
+  full_outer, cheap_outer = outer_of(schedules["full", "hybrid"]), outer_of(schedules["cheap", "hybrid"])
+  assert (len(full_outer), len(cheap_outer)) == (100, 25)
+  assert (full_outer[0], full_outer[-1]) == (200, 497) and (cheap_outer[0], cheap_outer[-1]) == (200, 488)
+  # The same reach: outer steps x step size.
+  assert 100 * full.base.outer.learning_rate == pytest.approx(25 * cheap.base.outer.learning_rate)
+  frozen_full, frozen_cheap = schedules["full", "fixed"], schedules["cheap", "fixed"]
+  assert [frozen_full.phase(k) for k in range(900)] == [frozen_cheap.phase(k) for k in range(900)]
+  assert "outer" not in {frozen_cheap.phase(k) for k in range(900)}
+
+
 def test_the_oracle_arm_trains_at_beta_star_and_only_where_it_is_known(monkeypatch):
   import configs.study as study_configs
   from hgrad.tasks import mbii
