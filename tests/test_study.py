@@ -108,14 +108,17 @@ def test_every_hybrid_variant_is_a_valid_training_config(variant):
   assert parsed["content_trust"].frozen == parsed["content"].frozen
 
 
-def test_the_cheap_outer_phase_spans_the_same_steps_and_shares_fixed_steps():
-  """cpu_trust_cheap reuses cpu_trust's fixed_steps runs: with beta frozen, every step must
+@pytest.mark.parametrize("variant,outer_steps,last_outer", [("cpu_trust_cheap", 25, 488),
+                                                            ("cpu_trust_cheap10", 10, 470)])
+def test_the_cheap_outer_phase_spans_the_same_steps_and_shares_fixed_steps(
+    variant, outer_steps, last_outer):
+  """The cheap variants reuse cpu_trust's fixed_steps runs: with beta frozen, every step must
   have the same phase (and so the same key and batch) under both schedules."""
   import configs.study as study_configs
   from hgrad.baselines import compare
   from hgrad.core import loop
   from hgrad.tasks import mbii
-  full, cheap = (study_configs.get_config(v) for v in ("cpu_trust", "cpu_trust_cheap"))
+  full, cheap = (study_configs.get_config(v) for v in ("cpu_trust", variant))
   schedules = {}
   for name, config in (("full", full), ("cheap", cheap)):
     for method in ("hybrid", "fixed"):
@@ -125,10 +128,12 @@ def test_the_cheap_outer_phase_spans_the_same_steps_and_shares_fixed_steps():
   assert schedules["full", "hybrid"].total_steps == schedules["cheap", "hybrid"].total_steps
   outer_of = lambda s: [k for k in range(s.total_steps) if s.phase(k) == "outer"]
   full_outer, cheap_outer = outer_of(schedules["full", "hybrid"]), outer_of(schedules["cheap", "hybrid"])
-  assert (len(full_outer), len(cheap_outer)) == (100, 25)
-  assert (full_outer[0], full_outer[-1]) == (200, 497) and (cheap_outer[0], cheap_outer[-1]) == (200, 488)
-  # The same reach: outer steps x step size.
-  assert 100 * full.base.outer.learning_rate == pytest.approx(25 * cheap.base.outer.learning_rate)
+  assert (len(full_outer), len(cheap_outer)) == (100, outer_steps)
+  assert (full_outer[0], full_outer[-1]) == (200, 497)
+  assert (cheap_outer[0], cheap_outer[-1]) == (200, last_outer)
+  # The same reach: outer steps x step size; every other config field is cpu_trust's.
+  assert 100 * full.base.outer.learning_rate == pytest.approx(
+      outer_steps * cheap.base.outer.learning_rate)
   frozen_full, frozen_cheap = schedules["full", "fixed"], schedules["cheap", "fixed"]
   assert [frozen_full.phase(k) for k in range(900)] == [frozen_cheap.phase(k) for k in range(900)]
   assert "outer" not in {frozen_cheap.phase(k) for k in range(900)}
