@@ -221,3 +221,25 @@ def test_lighting_beta_renders_as_the_config_lighting():
     np.testing.assert_allclose(moved.image, target.image, atol=1e-5)
     assert np.abs(moved.image - base.image).max() > 0.05
     np.testing.assert_array_equal(moved.normals, base.normals)    # light moves shading only
+
+
+def test_a_small_batch_after_a_large_one_reads_back_only_its_own_layers():
+  """The layered texture shrinks back after a large (outer-step) batch: the readback reads
+  every layer, so a texture left large slowed every later plain render; the pixels do not
+  depend on what the texture held before."""
+  from hgrad.generators.csg_host import CSGHost
+  beta = np.tile(LAYOUT.default, (40, 1)).astype(np.float32)
+  seeds = np.arange(40, dtype=np.uint32)
+  used, fresh = (CSGHost(csg.CSGConfig(resolution=32)) for _ in range(2))
+  try:
+    used.render_batch(beta, seeds)
+    assert used._raster().allocated_layers == 64
+    small, _ = used.render_batch(beta[:3], seeds[:3])
+    assert used._raster().allocated_layers == 4
+    expected, _ = fresh.render_batch(beta[:3], seeds[:3])
+  finally:
+    used.close()
+    fresh.close()
+  for got, want in zip(small, expected):
+    if want is not None:
+      np.testing.assert_array_equal(got, want)

@@ -228,7 +228,7 @@ class BatchRasterizer:
     self._textures = [GL.glGenTextures(1) for _ in range(2 if self.with_color else 1)]
     if self.with_color:
       GL.glDrawBuffers(2, [GL.GL_COLOR_ATTACHMENT0, GL.GL_COLOR_ATTACHMENT1])
-    self._ensure_layers(1)
+    self._fit_layers(1)
     self._vao = GL.glGenVertexArrays(1)
     GL.glBindVertexArray(self._vao)
     self._vbo, self._ebo = GL.glGenBuffers(2)
@@ -250,12 +250,22 @@ class BatchRasterizer:
     GL.glViewport(0, 0, self.width, self.height)
     GL.glUseProgram(self._program)
 
-  def _ensure_layers(self, count: int):
-    """(Re)allocates the layered colour texture to hold at least `count` samples."""
-    if count <= self._layers:
+  @property
+  def allocated_layers(self) -> int:
+    """Samples the layered texture holds now (the readback reads all of them)."""
+    return self._layers
+
+  def _fit_layers(self, count: int):
+    """(Re)allocates the layered colour texture to the power of two that holds `count` samples.
+
+    It shrinks too: glGetTexImage reads back every layer, so a texture left at an
+    outer step's 256 layers made each later 13-sample render read back 16x its data
+    (plain steps 4x slower on an H200 after the first outer step; BUILD_NOTES, GPU).
+    """
+    layers = min(self.max_layers, 1 << (count - 1).bit_length())
+    if layers == self._layers:
       return
     GL = self._gl
-    layers = min(self.max_layers, 1 << (count - 1).bit_length())
     for attachment, texture in enumerate(self._textures):
       GL.glBindTexture(GL.GL_TEXTURE_2D_ARRAY, texture)
       GL.glTexImage3D(GL.GL_TEXTURE_2D_ARRAY, 0, GL.GL_RGBA32F, self.width, self.height, layers, 0,
@@ -299,7 +309,7 @@ class BatchRasterizer:
   def _render_chunk(self, meshes: Sequence[Meshes]) -> Rasters:
     GL = self._gl
     from OpenGL.raw.GL.VERSION import GL_1_1 as raw_gl  # pylint: disable=import-outside-toplevel
-    self._ensure_layers(len(meshes))
+    self._fit_layers(len(meshes))
     offsets = np.cumsum([0] + [len(m.verts) for m in meshes])
     vertex_data = np.concatenate(
         [np.concatenate([m.verts, m.normals] + ([m.colors] if self.with_color else []), axis=1)
