@@ -1,12 +1,16 @@
 """Throughput of the full f(beta, r) through the JAX bridge, in batches.
 
   python -m benchmarks.render [--resolution=64] [--batch=256] [--num_batches=8] [--num_workers=-1]
-                             [--backend=local|ray] [--address=]
+                             [--backend=local|ray] [--address=] [--after_large=0]
 
 Prints the time per stage and, as its last line, JSON with `samples_per_s`.
 Stage times are CPU seconds per sample summed over workers; `bridge` is the
 wall time per sample spent outside the host renderer (JAX dispatch, callback
 marshalling), `host_ipc` the host wall time not spent in the stages.
+`--after_large=K` then renders one batch K times larger (an outer step's 2m+1
+renders) and times the same batches again: a renderer that keeps state from
+large batches (as a never-shrinking texture did on the H200) shows as a lower
+`samples_per_s_after_large`.
 """
 
 import json
@@ -28,6 +32,8 @@ _NUM_BATCHES = flags.DEFINE_integer("num_batches", 8, "Timed batches.")
 _NUM_WORKERS = flags.DEFINE_integer("num_workers", -1, "Render workers; -1 = one per core.")
 _BACKEND = flags.DEFINE_enum("backend", "local", ["local", "ray"], "Where renders run.")
 _ADDRESS = flags.DEFINE_string("address", "", "Ray cluster address; empty = a local Ray.")
+_AFTER_LARGE = flags.DEFINE_integer("after_large", 0, "Then one batch this many times larger, "
+                                    "and the timed batches again (0: skip).")
 
 
 def main(argv):
@@ -38,20 +44,32 @@ def main(argv):
   num_betas = 8
   num_seeds = max(1, _BATCH.value // num_betas)
 
-  @jax.jit
-  def generate(beta, key):
-    betas = beta + 0.02 * jax.random.normal(jax.random.fold_in(key, 1), (num_betas, beta.size))
-    keys = jax.random.split(key, num_seeds)
-    return jax.vmap(jax.vmap(generator.generate, (None, 0)), (0, None))(betas, keys)
+  def generator_of(seeds):
+    @jax.jit
+    def generate(beta, key):
+      betas = beta + 0.02 * jax.random.normal(jax.random.fold_in(key, 1), (num_betas, beta.size))
+      keys = jax.random.split(key, seeds)
+      return jax.vmap(jax.vmap(generator.generate, (None, 0)), (0, None))(betas, keys)
+    return generate
 
+  generate = generator_of(num_seeds)
   beta0 = jnp.asarray(generator.beta0)
+
+  def timed():
+    start = time.perf_counter()
+    for step in range(_NUM_BATCHES.value):
+      jax.block_until_ready(generate(beta0, jax.random.key(step + 1)))
+    return time.perf_counter() - start
+
   jax.block_until_ready(generate(beta0, jax.random.key(0)))  # compile, start workers
   generator.reset_stats()
-  start = time.perf_counter()
-  for step in range(_NUM_BATCHES.value):
-    jax.block_until_ready(generate(beta0, jax.random.key(step + 1)))
-  wall = time.perf_counter() - start
+  wall = timed()
   stats = generator.reset_stats()
+  after_large = {}
+  if _AFTER_LARGE.value > 0:
+    jax.block_until_ready(generator_of(num_seeds * _AFTER_LARGE.value)(beta0, jax.random.key(0)))
+    after_large = {"samples_per_s_after_large": round(stats["samples"] / timed(), 1),
+                   "large_batch": num_betas * num_seeds * _AFTER_LARGE.value}
   num_workers = generator.num_workers
   generator.close()
   samples = stats["samples"]
@@ -77,6 +95,7 @@ def main(argv):
       "num_workers": num_workers,
       "backend": _BACKEND.value,
       "ms_per_sample": {k: round(v, 3) for k, v in stages.items()},
+      **after_large,
   }))
 
 

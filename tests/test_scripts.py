@@ -35,9 +35,11 @@ def test_gallery_rejects_unknown_config_key(tmp_path):
 
 
 def test_render_benchmark_prints_json():
-  out = _run("benchmarks.render", "--batch=16", "--num_batches=1", "--num_workers=0")
+  out = _run("benchmarks.render", "--batch=16", "--num_batches=1", "--num_workers=0",
+             "--after_large=4")
   figures = json.loads(out.strip().splitlines()[-1])
   assert figures["resolution"] == 64 and figures["samples_per_s"] > 0
+  assert figures["large_batch"] == 64 and figures["samples_per_s_after_large"] > 0
 
 
 def test_gradient_noise_benchmark_prints_json():
