@@ -17,6 +17,7 @@ default, where beta* is known and the distance to it is reported):
   cpu_trust_cheap, cpu_trust_cheap10
           cpu_trust with 25 (10) outer steps at 4x (10x) the step size over the same
           300-step outer phase: the same reach for less time; fixed_steps is cpu_trust's run
+          (measured: 25 keep cpu_trust's lead at equal steps, 10 keep less; BUILD_NOTES)
 """
 
 import ml_collections
