@@ -131,9 +131,17 @@ def test_the_cheap_outer_phase_spans_the_same_steps_and_shares_fixed_steps(
   assert (len(full_outer), len(cheap_outer)) == (100, outer_steps)
   assert (full_outer[0], full_outer[-1]) == (200, 497)
   assert (cheap_outer[0], cheap_outer[-1]) == (200, last_outer)
-  # The same reach: outer steps x step size; every other config field is cpu_trust's.
+  # The same reach: outer steps x step size.
   assert 100 * full.base.outer.learning_rate == pytest.approx(
       outer_steps * cheap.base.outer.learning_rate)
+  # Every other field of the base config is cpu_trust's.
+  differs = {f"{block}.{key}" for block, fields in full.base.to_dict().items()
+             if isinstance(fields, dict) for key in fields
+             if fields[key] != cheap.base.to_dict()[block][key]}
+  assert differs == {"schedule.outer_steps", "schedule.train_steps_per_outer",
+                     "outer.learning_rate"}
+  assert {k: v for k, v in full.base.to_dict().items() if not isinstance(v, dict)} == {
+      k: v for k, v in cheap.base.to_dict().items() if not isinstance(v, dict)}
   frozen_full, frozen_cheap = schedules["full", "fixed"], schedules["cheap", "fixed"]
   assert [frozen_full.phase(k) for k in range(900)] == [frozen_cheap.phase(k) for k in range(900)]
   assert "outer" not in {frozen_cheap.phase(k) for k in range(900)}
