@@ -31,7 +31,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Without data: 16 renders of a hidden beta* under a narrower light cone and more ambient.
   config.synthetic = ml_collections.ConfigDict(dict(
       num_images=16, seed=1_000_000_007, light_max_angle_deg=35.0, ambient_low=0.15,
-      ambient_high=0.25))
+      ambient_high=0.25, primitive_weights=(0.6, 0.05, 0.3, 0.05)))   # sphere, cube, cone, tetra
   # The 29-d CSG grammar and its renders (docs/design.md §3). layout="lighting": 32-d beta
   # whose last three dimensions replace the light_* / ambient_* settings (set
   # --config.outer.num_perturbations=32 with it).

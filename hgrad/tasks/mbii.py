@@ -44,6 +44,9 @@ SYNTHETIC_BETA_STAR = {"p_sphere": 0.6, "p_cube": 0.05, "p_truncated_cone": 0.3,
                        "scale_z_logmean": 0.0}
 
 
+PRIMITIVES = ("p_sphere", "p_cube", "p_truncated_cone", "p_tetrahedron")
+
+
 @dataclasses.dataclass(frozen=True)
 class SyntheticConfig:
   num_images: int = 16
@@ -51,13 +54,24 @@ class SyntheticConfig:
   light_max_angle_deg: float = 35.0     # "different lighting" than the generator's
   ambient_low: float = 0.15
   ambient_high: float = 0.25
+  # beta*'s primitive weights (sphere, cube, truncated cone, tetrahedron). Another mix (with
+  # another light) asks whether beta follows the target or a preference of its own
+  # (BUILD_NOTES, issue 11, "Does beta follow the target?").
+  primitive_weights: tuple[float, ...] = tuple(SYNTHETIC_BETA_STAR[n] for n in PRIMITIVES)
+
+  def __post_init__(self):
+    weights = np.asarray(self.primitive_weights, float)
+    if weights.shape != (len(PRIMITIVES),) or not np.all(weights >= 0) or not weights.sum() > 0:
+      raise ValueError(f"config.synthetic.primitive_weights must be {len(PRIMITIVES)} weights "
+                       f">= 0 (sphere, cube, truncated cone, tetrahedron), not all 0; got "
+                       f"{self.primitive_weights!r}")
 
 
 def beta_star(layout: ParamLayout = CSG_LAYOUT,
               synthetic: SyntheticConfig = SyntheticConfig()) -> np.ndarray:
   """The synthetic target's beta in `layout`: under "lighting" with the target's light too."""
   beta = layout.default.copy()
-  values = dict(SYNTHETIC_BETA_STAR)
+  values = dict(SYNTHETIC_BETA_STAR, **dict(zip(PRIMITIVES, synthetic.primitive_weights)))
   if layout is CSG_LIGHTING_LAYOUT:
     values.update(lighting_beta(Lighting(synthetic.light_max_angle_deg, synthetic.ambient_low,
                                          synthetic.ambient_high)))
@@ -86,7 +100,8 @@ def synthetic_target(csg_config: CSGConfig, synthetic: SyntheticConfig) -> Sampl
       ambient_low=synthetic.ambient_low, ambient_high=synthetic.ambient_high)
   with csg_generator(target_config, num_workers=0) as target:
     seeds = synthetic.seed + np.arange(synthetic.num_images)
-    return target.render(np.tile(beta_star(), (synthetic.num_images, 1)), seeds)
+    return target.render(np.tile(beta_star(CSG_LAYOUT, synthetic), (synthetic.num_images, 1)),
+                         seeds)
 
 
 def parse_config(config) -> dict[str, Any]:
