@@ -171,3 +171,50 @@ def test_gradient_matching_distances():
                                              target)) for a, b in zip(*noise[:, :400])]
   plain = np.mean(np.sum(noise[0] ** 2, (1, 2)) / 24.0)
   assert abs(np.mean(split)) < 3 * np.std(split) / np.sqrt(len(split)) and plain > 0.2
+
+
+def _fake_moved_run(run_dir, move, beta_star=None, partial=False):
+  """A finished run's config.json / results.json whose beta moved by `move` in logit coordinates
+  of the lighting layout."""
+  from configs import mbii as mbii_configs
+  from hgrad.generators.csg import CSG_LIGHTING_LAYOUT as layout
+  config = mbii_configs.get_config("smoke")
+  config.csg.layout, config.outer.coordinates = "lighting", "logit"
+  beta0 = layout.default.astype(np.float64)
+  u0 = np.asarray(layout.to_coords(beta0, "logit"))
+  as_dict = lambda u: dict(zip(layout.names, np.asarray(layout.from_coords(u, "logit")).tolist()))
+  results = {"beta0": as_dict(u0), "beta": as_dict(u0 + move)}
+  if beta_star is not None:
+    results["synthetic"] = {"beta_star": as_dict(u0 + beta_star)}
+  if partial:
+    results["partial"] = True
+  os.makedirs(run_dir)
+  with open(os.path.join(run_dir, "config.json"), "w") as f:
+    f.write(config.to_json())
+  with open(os.path.join(run_dir, "results.json"), "w") as f:
+    json.dump(results, f)
+
+
+def test_moves_benchmark_tells_a_shared_preference_from_following_the_target(tmp_path):
+  from hgrad.generators.csg import CSG_LIGHTING_LAYOUT as layout
+  unit = lambda *pairs: sum(v * np.eye(layout.dim)[layout.index(n)] for n, v in pairs)
+  toward_a = unit(("p_sphere", 0.2), ("ambient_mean", 0.1))
+  # Group A follows its target; group B's target is the opposite, and B follows it too.
+  _fake_moved_run(tmp_path / "a" / "seed0", toward_a, beta_star=toward_a)
+  _fake_moved_run(tmp_path / "a" / "seed1", toward_a + unit(("p_cube", 0.05)), beta_star=toward_a)
+  _fake_moved_run(tmp_path / "b" / "seed0", -toward_a, beta_star=-toward_a)
+  out = json.loads(_run("benchmarks.moves", f"--runs={tmp_path}/a/seed*",
+                        f"--against={tmp_path}/b/seed*").strip().splitlines()[-1])
+  assert out["moved_dimensions"] == ["p_sphere", "p_cube", "ambient_mean"]
+  assert out["within_A"] > 0.9 and out["within_B"] is None
+  assert out["across"] < -0.9 and out["mean_moves"] < -0.9
+  assert out["toward_beta_star_A"][0] == pytest.approx(1.0, abs=1e-4)
+  assert out["toward_beta_star_B"] == [pytest.approx(1.0, abs=1e-4)]
+  assert out["mean_move_B"]["p_sphere"] == pytest.approx(-0.2, abs=1e-4)
+  _fake_moved_run(tmp_path / "c" / "seed0", toward_a, partial=True)
+  for runs, names in ((f"{tmp_path}/c/seed*", "has not finished"),
+                      (f"{tmp_path}/none*", "no run directory matches")):
+    result = subprocess.run([sys.executable, "-m", "benchmarks.moves", f"--runs={runs}"],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1 and names in lines[0], result.stderr[-2000:]

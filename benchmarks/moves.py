@@ -1,0 +1,116 @@
+"""Does beta follow the target, or a preference of its own? Compares finished runs' moves.
+
+A run's move is its final beta minus its beta0, in the coordinates its beta
+optimizer used (`config.outer.coordinates`; the layout from its config.json),
+over the dimensions some run moved. For two groups of runs (e.g. hybrid runs
+on two different targets) it prints how much the moves agree within each
+group and across the groups (mean pairwise cosine), the cosine of the two
+groups' mean moves, and, for runs on a synthetic target, the cosine of each
+move with the way from beta0 to that run's beta*. If the moves across two
+targets agree as much as within one, the direction does not come from the
+target (BUILD_NOTES, issue 11, "Does beta follow the target?").
+
+  python -m benchmarks.moves --runs="~/hgrad-runs/study_cpu_cheap/hybrid/seed*" \\
+      --against="~/hgrad-runs/study_flipped/hybrid/seed*"
+
+Prints a table and, as its last line, JSON with the numbers.
+"""
+
+import glob
+import json
+import os
+
+import ml_collections
+import numpy as np
+from absl import flags
+
+from benchmarks import common
+from experiments import script
+from hgrad.tasks import registry
+
+_RUNS = flags.DEFINE_string("runs", None, "glob of finished run directories (group A)")
+_AGAINST = flags.DEFINE_string("against", "", "glob of finished run directories (group B)")
+
+
+def load_move(run_dir: str) -> dict:
+  """{"names", "move", "toward"}: the run's move (and the way to its beta*, if it has one)."""
+  paths = [os.path.join(run_dir, f) for f in ("config.json", "results.json")]
+  for path in paths:
+    if not os.path.exists(path):
+      raise FileNotFoundError(f"{path} not found: is {run_dir} a finished run directory?")
+  with open(paths[0]) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(paths[1]) as f:
+    results = json.load(f)
+  if results.get("partial"):
+    raise ValueError(f"{run_dir} has not finished (results.json is partial)")
+  layout = registry.layout(config)
+  coordinates = config.get("outer", {}).get("coordinates", "unit")
+  to_u = lambda beta: np.asarray(layout.to_coords(
+      np.array([beta[n] for n in layout.names], np.float64), coordinates))
+  u0 = to_u(results["beta0"])
+  star = results.get("synthetic", {}).get("beta_star")
+  return {"names": layout.names, "move": to_u(results["beta"]) - u0,
+          "toward": None if star is None else to_u(star) - u0}
+
+
+def compare(group_a: list[dict], group_b: list[dict]) -> dict:
+  """Agreement of the moves within and across the groups (cosines over the moved dimensions)."""
+  runs = group_a + group_b
+  if len({r["names"] for r in runs}) != 1:
+    raise ValueError("the runs use different beta layouts: their moves cannot be compared")
+  moved = np.any([np.abs(r["move"]) > 1e-6 for r in runs], axis=0)
+  if not moved.any():
+    raise ValueError("no run moved beta")
+  cut = lambda v: v[moved]
+  out = {"moved_dimensions": [n for n, m in zip(runs[0]["names"], moved) if m]}
+  for name, group in (("A", group_a), ("B", group_b)):
+    if not group:
+      continue
+    moves = [cut(r["move"]) for r in group]
+    out[f"within_{name}"] = common.mean_cross_cosine(moves) if len(moves) > 1 else None
+    out[f"mean_move_{name}"] = dict(zip(out["moved_dimensions"], np.mean(moves, 0).tolist()))
+    towards = [common.cosine(cut(r["move"]), cut(r["toward"])) for r in group
+               if r["toward"] is not None]
+    out[f"toward_beta_star_{name}"] = towards or None
+  if group_b:
+    out["across"] = float(np.mean([common.cosine(cut(a["move"]), cut(b["move"]))
+                                   for a in group_a for b in group_b]))
+    out["mean_moves"] = common.cosine(np.mean([cut(r["move"]) for r in group_a], 0),
+                                      np.mean([cut(r["move"]) for r in group_b], 0))
+  return out
+
+
+def _group(pattern: str) -> list[dict]:
+  dirs = sorted(glob.glob(os.path.expanduser(pattern)))
+  if not dirs:
+    raise FileNotFoundError(f"no run directory matches {pattern!r}")
+  return [load_move(d) for d in dirs]
+
+
+def main():
+  group_a = _group(_RUNS.value)
+  group_b = _group(_AGAINST.value) if _AGAINST.value else []
+  out = compare(group_a, group_b)
+  fmt = lambda x: "—" if x is None else f"{x:+.2f}"
+  print(f"runs: A {len(group_a)}, B {len(group_b)}; moved dimensions: "
+        f"{', '.join(out['moved_dimensions'])}")
+  print(f"mean pairwise cosine of the moves: within A {fmt(out['within_A'])}"
+        + (f", within B {fmt(out['within_B'])}, across {fmt(out['across'])}; "
+           f"cosine of the mean moves {fmt(out['mean_moves'])}" if group_b else ""))
+  for name in ("A", "B"):
+    towards = out.get(f"toward_beta_star_{name}")
+    if towards:
+      print(f"cosine with the way to beta*, group {name}: "
+            + " ".join(fmt(t) for t in towards) + f" (mean {np.mean(towards):+.2f})")
+  print("| dimension | mean move A |" + (" mean move B |" if group_b else ""))
+  print("|---|---|" + ("---|" if group_b else ""))
+  for n in out["moved_dimensions"]:
+    print(f"| {n} | {out['mean_move_A'][n]:+.3f} |"
+          + (f" {out['mean_move_B'][n]:+.3f} |" if group_b else ""))
+  print(json.dumps(out))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("runs")
+  script.run(main)
