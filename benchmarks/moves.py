@@ -20,12 +20,13 @@ import glob
 import json
 import os
 
-import ml_collections
 import numpy as np
 from absl import flags
 
 from benchmarks import common
 from experiments import script
+from hgrad.core import loop
+from hgrad.tasks import evaluate
 from hgrad.tasks import registry
 
 _RUNS = flags.DEFINE_string("runs", None, "glob of finished run directories (group A)")
@@ -34,16 +35,10 @@ _AGAINST = flags.DEFINE_string("against", "", "glob of finished run directories 
 
 def load_move(run_dir: str) -> dict:
   """{"names", "move", "toward"}: the run's move (and the way to its beta*, if it has one)."""
-  paths = [os.path.join(run_dir, f) for f in ("config.json", "results.json")]
-  for path in paths:
-    if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} not found: is {run_dir} a finished run directory?")
-  with open(paths[0]) as f:
-    config = ml_collections.ConfigDict(json.load(f))
-  with open(paths[1]) as f:
-    results = json.load(f)
-  if results.get("partial"):
-    raise ValueError(f"{run_dir} has not finished (results.json is partial)")
+  config = evaluate.load_config(run_dir)
+  results = loop.finished_results(run_dir)
+  if results is None:
+    raise ValueError(f"{run_dir} has not finished (no results.json, or a partial one)")
   layout = registry.layout(config)
   coordinates = config.get("outer", {}).get("coordinates", "unit")
   to_u = lambda beta: np.asarray(layout.to_coords(
@@ -62,22 +57,21 @@ def compare(group_a: list[dict], group_b: list[dict]) -> dict:
   moved = np.any([np.abs(r["move"]) > 1e-6 for r in runs], axis=0)
   if not moved.any():
     raise ValueError("no run moved beta")
-  cut = lambda v: v[moved]
   out = {"moved_dimensions": [n for n, m in zip(runs[0]["names"], moved) if m]}
+  moves, means = {}, {}
   for name, group in (("A", group_a), ("B", group_b)):
     if not group:
       continue
-    moves = [cut(r["move"]) for r in group]
-    out[f"within_{name}"] = common.mean_cross_cosine(moves) if len(moves) > 1 else None
-    out[f"mean_move_{name}"] = dict(zip(out["moved_dimensions"], np.mean(moves, 0).tolist()))
-    towards = [common.cosine(cut(r["move"]), cut(r["toward"])) for r in group
+    moves[name] = [r["move"][moved] for r in group]
+    means[name] = np.mean(moves[name], 0)
+    out[f"within_{name}"] = (common.mean_cross_cosine(moves[name]) if len(group) > 1 else None)
+    out[f"mean_move_{name}"] = dict(zip(out["moved_dimensions"], means[name].tolist()))
+    towards = [common.cosine(m, r["toward"][moved]) for m, r in zip(moves[name], group)
                if r["toward"] is not None]
     out[f"toward_beta_star_{name}"] = towards or None
   if group_b:
-    out["across"] = float(np.mean([common.cosine(cut(a["move"]), cut(b["move"]))
-                                   for a in group_a for b in group_b]))
-    out["mean_moves"] = common.cosine(np.mean([cut(r["move"]) for r in group_a], 0),
-                                      np.mean([cut(r["move"]) for r in group_b], 0))
+    out["across"] = float(np.mean([common.cosine(a, b) for a in moves["A"] for b in moves["B"]]))
+    out["mean_moves"] = common.cosine(means["A"], means["B"])
   return out
 
 

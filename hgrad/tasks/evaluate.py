@@ -24,13 +24,18 @@ from hgrad.tasks import registry  # noqa: E402
 ERROR_SCALE_DEG = 60.0
 
 
-def load_run(workdir: str):
-  """(config, params, step) of the run's latest checkpoint; any task, no task code needed."""
+def load_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a run wrote beside its outputs (config.json)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir} a run directory?")
   with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def load_run(workdir: str):
+  """(config, params, step) of the run's latest checkpoint; any task, no task code needed."""
+  config = load_config(workdir)
   checkpointer = Checkpointer(workdir)
   try:
     if checkpointer.latest_step() is None:
