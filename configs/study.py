@@ -18,6 +18,9 @@ default, where beta* is known and the distance to it is reported):
           cpu_trust with 25 (10) outer steps at 4x (10x) the step size over the same
           300-step outer phase: the same reach for less time; fixed_steps is cpu_trust's run
           (measured: 25 keep cpu_trust's lead at equal steps, 10 keep less; BUILD_NOTES)
+
+Hybrid variants run as further arms, e.g. --config.arms="('hybrid_light',)": see
+config.variants below (content, content_trust, light, ...).
 """
 
 import ml_collections
@@ -61,6 +64,13 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # ... and u kept within L2 distance 0.5 of beta0's (the cpu-scale content runs overshot late,
   # past a distance of ~0.6, after leading fixed beta0 at 0.4-0.56: BUILD_NOTES, issue 11)
   config.variants.content_trust = {"outer": dict(config.variants.content.outer, trust_radius=0.5)}
+  # ... moving only the illumination ("lighting" layout: light cone, ambient mean and spread),
+  # the grammar at beta0: on the flipped synthetic target the lighting followed beta* while the
+  # primitive mix moved the same way as on the default target (BUILD_NOTES, issue 11). m = 3
+  # orthogonal directions: 7 renders per outer step instead of 31.
+  config.variants.light = {"outer": {
+      "frozen": ("p_*", "translate_*", "scale_*", "sphere_*", "box_*", "cone_*", "tetra_*"),
+      "num_perturbations": 3}}
   config.base = compare_configs.add_baselines(
       mbii_configs.get_config("smoke" if variant == "smoke" else "cpu"), "mbii", variant == "smoke")
   if variant == "smoke":

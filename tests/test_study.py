@@ -106,6 +106,11 @@ def test_every_hybrid_variant_is_a_valid_training_config(variant):
     outer.free_dimensions(mbii.layout_for(base), tuple(parsed[name].frozen))
   assert parsed["content_trust"].trust_radius == 0.5 and parsed["content"].trust_radius == 0
   assert parsed["content_trust"].frozen == parsed["content"].frozen
+  layout = mbii.layout_for(base)
+  free = outer.free_dimensions(layout, tuple(parsed["light"].frozen))
+  assert [layout.names[i] for i in free] == ["light_max_angle_deg", "ambient_mean",
+                                             "ambient_spread"]
+  assert parsed["light"].num_perturbations == len(free)
 
 
 @pytest.mark.parametrize("variant,outer_steps,last_outer", [("cpu_trust_cheap", 25, 488),
