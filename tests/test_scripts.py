@@ -101,6 +101,33 @@ def test_horizon_benchmark_probes_the_estimates_direction(tmp_path, monkeypatch)
   assert '--config.base.beta0="(' in out
 
 
+def test_line_benchmark_pairs_values_over_shared_keys(monkeypatch):
+  """L along ambient_mean at two horizons: the reference value's paired difference is 0,
+  horizon 1 of the long branches is one of the short ones, and the values' data differ."""
+  monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
+  out = _run("benchmarks.line", "--config=configs/mbii.py:smoke", "--config.csg.layout=lighting",
+             "--warm_steps=2", "--values=0.05,0.15,0.45", "--horizons=1,2", "--repeats=2",
+             "--short_repeats=0")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert figures["reference_value"] == 0.15 and figures["short_repeats"] == 2
+  assert figures["horizon1"]["minus_reference"][1] == 0.0
+  raw = figures["long"]["raw"]
+  assert set(raw) == {"1", "2"} and raw["2"]["minus_reference"][1] == 0.0
+  assert np.all(np.isfinite(raw["2"]["L"])) and len(set(raw["2"]["L"])) == 3
+  # without extra keys, horizon 1 is exactly the long branches' first step
+  assert figures["horizon1"]["L"] == raw["1"]["L"] and np.isfinite(figures["horizon1"]["se"][0])
+
+
+@pytest.mark.parametrize("flag, names", [("--values=0.7", "ambient_mean=0.7 is outside"),
+                                         ("--dimension=ambient", "'ambient' is not in")])
+def test_line_benchmark_rejects_bad_dimension_or_value(monkeypatch, flag, names):
+  monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
+  result = subprocess.run([sys.executable, "-m", "benchmarks.line", "--config=configs/mbii.py:smoke",
+                           "--config.csg.layout=lighting", "--warm_steps=1", flag],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0 and names in result.stderr
+
+
 @pytest.mark.parametrize("args, names", [
     (["--workdir={tmp}", "--config.data.dirr=1"], "dirr"),                  # typo'd field
     (["--workdir={tmp}", "--config=configs/mbii.py:nope"], "nope"),         # wrong variant

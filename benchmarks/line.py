@@ -1,0 +1,159 @@
+"""Is the hybrid gradient's objective greedy? L along one beta dimension, at several horizons.
+
+The estimate descends L measured K inner steps after the data (one global
+step). Whether data that lowers that L also trains a better network later is
+the question behind the ambient overshoot (BUILD_NOTES, issue 11, "Moving only
+the light"). This measures it directly, with no estimator in between:
+
+  1. train `--warm_steps` plain steps at beta0 (the study's warm-up; seed `--seed`);
+  2. from that network, for each value v of `--dimension` (the rest of beta at
+     beta0), train at beta(v) and record L after each horizon in `--horizons`
+     global steps, repeated over `--repeats` key sequences. Every value uses the
+     same keys, so differences between values are paired (common random numbers).
+
+Horizon 1 is the estimator's own objective (raw weights after K inner steps).
+If L there falls with v while L at the long horizons rises, the objective is
+greedy in that dimension; if both fall, the overshoot is not a horizon effect.
+
+  python -m benchmarks.line --config=configs/study.py:cpu_trust_cheap \\
+      --config.base.data.dir=../shared/data/mit-berkeley/train \\
+      --dimension=ambient_mean --values=0.05,0.15,0.25,0.35,0.45 --horizons=1,5,25,100
+
+Prints a table and, as its last line, JSON (`--out` also writes it to a file).
+"""
+
+import json
+import os
+import time
+
+import jax
+import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+from benchmarks import common
+from hgrad.core.outer import OuterState
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
+    "Task config, or a study config (its `base` is used).")
+_DIMENSION = flags.DEFINE_string("dimension", "ambient_mean", "The beta dimension to move.")
+_VALUES = flags.DEFINE_list("values", ["0.05", "0.15", "0.25", "0.35", "0.45"],
+                            "Values of the dimension, in the layout's units.")
+_HORIZONS = flags.DEFINE_list("horizons", ["1", "5", "25", "100"],
+                              "Global steps (of K inner steps each) after which L is recorded.")
+_REPEATS = flags.DEFINE_integer("repeats", 2, "Key sequences per value (shared by all values).")
+_SHORT_REPEATS = flags.DEFINE_integer(
+    "short_repeats", 8, "Extra key sequences for horizon 1 alone (cheap: one step each).")
+_WARM = flags.DEFINE_integer("warm_steps", 200, "Plain steps at beta0 before branching.")
+_SEED = flags.DEFINE_integer("seed", 0, "Network init and warm-up keys (the study's seed k).")
+_OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
+
+
+def at_value(hg, state: OuterState, beta0: np.ndarray, index: int, value: float) -> OuterState:
+  """`state` with beta0's `index`-th coordinate set to `value` (checked against the box)."""
+  beta = np.array(beta0, np.float64)
+  beta[index] = value
+  name, low, high = hg.layout.names[index], hg.layout.low[index], hg.layout.high[index]
+  if not low <= value <= high:
+    raise ValueError(f"--values: {name}={value} is outside its box [{low:g}, {high:g}]")
+  beta = hg.layout.check(beta, what=f"beta with {name}={value}")
+  return state._replace(u=jax.numpy.asarray(
+      hg.layout.to_coords(beta, hg.outer.coordinates), jax.numpy.float32))
+
+
+def branch(hg, state: OuterState, key, horizons: list[int]) -> dict:
+  """L of the raw weights (the estimator's) and of the delivered ones after each horizon."""
+  out = {"raw": [], "delivered": []}
+  for step in range(1, max(horizons) + 1):
+    state, _ = hg.train_step(state, key)
+    if step in horizons:
+      out["raw"].append(float(hg.evaluate(state.inner.params)))
+      out["delivered"].append(float(hg.evaluate(hg.eval_params(state))))
+  return out
+
+
+def paired_row(values_by_key: np.ndarray, reference: int) -> tuple[np.ndarray, np.ndarray]:
+  """Mean over keys of L - L(reference value) per value, and its standard error."""
+  diff = values_by_key - values_by_key[:, reference:reference + 1]
+  n = diff.shape[0]
+  se = diff.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else np.full(diff.shape[1], np.nan)
+  return diff.mean(axis=0), se
+
+
+def main(argv):
+  del argv
+  config, task_module = common.task_config(_CONFIG.value)
+  config.seed = _SEED.value
+  task, _ = task_module.build(config)
+  hg = task.hg
+  if _DIMENSION.value not in hg.layout.names:
+    raise ValueError(f"--dimension={_DIMENSION.value!r} is not in the {hg.layout.name} layout "
+                     f"(its names: {', '.join(hg.layout.names)})")
+  index = hg.layout.index(_DIMENSION.value)
+  values = [float(v) for v in _VALUES.value]
+  horizons = sorted(int(h) for h in _HORIZONS.value)
+  if not values or min(horizons) < 1:
+    raise ValueError("need at least one value and horizons >= 1")
+  beta0 = np.asarray(task.beta0, np.float64)
+  reference = int(np.argmin(np.abs(np.asarray(values) - beta0[index])))
+  start = time.perf_counter()
+  state = hg.init(task.beta0, task.params0)
+  for value in values:                # a bad value fails here, not after the warm-up
+    at_value(hg, state, beta0, index, value)
+  warm_key = jax.random.key(_SEED.value)
+  for _ in range(_WARM.value):        # the loop's keys: fold_in(key(seed), step) inside the step
+    state, _ = hg.train_step(state, warm_key)
+  warm_s = time.perf_counter() - start
+  # L[kind][horizon][repeat][value]
+  long_l = {kind: np.zeros((len(horizons), _REPEATS.value, len(values)))
+            for kind in ("raw", "delivered")}
+  short_l = np.zeros((_REPEATS.value + _SHORT_REPEATS.value, len(values)))
+  for r in range(_REPEATS.value + _SHORT_REPEATS.value):
+    key = jax.random.key(10_000 + r)
+    for j, value in enumerate(values):
+      moved = at_value(hg, state, beta0, index, value)
+      if r < _REPEATS.value:
+        result = branch(hg, moved, key, horizons)
+        for kind in long_l:
+          long_l[kind][:, r, j] = result[kind]
+        short_l[r, j] = result["raw"][0] if horizons[0] == 1 else np.nan
+      else:
+        short_l[r, j] = branch(hg, moved, key, [1])["raw"][0]
+  task.generator.close()
+  out = {"dimension": _DIMENSION.value, "values": values, "beta0_value": float(beta0[index]),
+         "reference_value": values[reference], "warm_steps": _WARM.value, "seed": _SEED.value,
+         "inner_steps": hg.inner.steps, "horizons": horizons, "repeats": _REPEATS.value,
+         "short_repeats": short_l.shape[0], "warm_s": round(warm_s, 1),
+         "seconds": round(time.perf_counter() - start, 1)}
+  mean, se = paired_row(short_l, reference)
+  out["horizon1"] = {"L": short_l.mean(axis=0).tolist(), "minus_reference": mean.tolist(),
+                     "se": se.tolist()}
+  out["long"] = {}
+  for kind, by_horizon in long_l.items():
+    out["long"][kind] = {}
+    for h, horizon in enumerate(horizons):
+      mean_h, se_h = paired_row(by_horizon[h], reference)
+      out["long"][kind][str(horizon)] = {"L": by_horizon[h].mean(axis=0).tolist(),
+                                         "minus_reference": mean_h.tolist(), "se": se_h.tolist()}
+  header = " ".join(f"{v:>14.3g}" for v in values)
+  print(f"{_DIMENSION.value} (beta0 {beta0[index]:.3g}); L minus L at {values[reference]:.3g}, "
+        f"mean +- s.e. over paired keys; K = {hg.inner.steps} inner steps per global step")
+  print(f"{'':<26}{header}")
+
+  def row(label, entry):
+    cells = " ".join(f"{m:+7.2f} +-{s:4.2f}" for m, s in zip(entry["minus_reference"], entry["se"]))
+    print(f"{label:<26}{cells}")
+  row(f"h=1 raw ({short_l.shape[0]} keys)", out["horizon1"])
+  for kind in ("raw", "delivered"):
+    for horizon in horizons:
+      row(f"h={horizon} {kind} ({_REPEATS.value} keys)", out["long"][kind][str(horizon)])
+  print(json.dumps(out))
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
