@@ -1,4 +1,4 @@
-"""Is the hybrid gradient's objective greedy? L along one beta dimension, at several horizons.
+"""Is the hybrid gradient's objective greedy? L along a line in beta, at several horizons.
 
 The estimate descends L measured K inner steps after the data (one global
 step). Whether data that lowers that L also trains a better network later is
@@ -6,10 +6,15 @@ the question behind the ambient overshoot (BUILD_NOTES, issue 11, "Moving only
 the light"). This measures it directly, with no estimator in between:
 
   1. train `--warm_steps` plain steps at beta0 (the study's warm-up; seed `--seed`);
-  2. from that network, for each value v of `--dimension` (the rest of beta at
-     beta0), train at beta(v) and record L after each horizon in `--horizons`
-     global steps, repeated over `--repeats` key sequences. Every value uses the
-     same keys, so differences between values are paired (common random numbers).
+  2. from that network, for each value v on the line, train at beta(v) and
+     record L after each horizon in `--horizons` global steps, repeated over
+     `--repeats` key sequences. Every value uses the same keys, so differences
+     between values are paired (common random numbers).
+
+The line is one dimension (`--dimension`, v in its units, the rest of beta at
+beta0) or, with `--toward=RUN`, the way a finished run moved: v is the fraction
+of its move (final beta minus beta0, in its optimizer's coordinates; 0 is beta0,
+1 its final beta).
 
 Horizon 1 is the estimator's own objective (raw weights after K inner steps).
 If L there falls with v while L at the long horizons rises, the objective is
@@ -18,6 +23,7 @@ greedy in that dimension; if both fall, the overshoot is not a horizon effect.
   python -m benchmarks.line --config=configs/study.py:cpu_trust_cheap \\
       --config.base.data.dir=../shared/data/mit-berkeley/train \\
       --dimension=ambient_mean --values=0.05,0.15,0.25,0.35,0.45 --horizons=1,5,25,100
+  python -m benchmarks.line ... --toward=~/hgrad-runs/study_real_cheap/hybrid/seed0 --values=0,0.5,1
 
 Prints a table and, as its last line, JSON (`--out` also writes it to a file).
 """
@@ -33,14 +39,16 @@ from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
-from hgrad.core.outer import OuterState
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
     "Task config, or a study config (its `base` is used).")
 _DIMENSION = flags.DEFINE_string("dimension", "ambient_mean", "The beta dimension to move.")
+_TOWARD = flags.DEFINE_string("toward", "", "A finished run: the line is its move from beta0 "
+                              "(--values are fractions of it) instead of --dimension.")
 _VALUES = flags.DEFINE_list("values", ["0.05", "0.15", "0.25", "0.35", "0.45"],
-                            "Values of the dimension, in the layout's units.")
+                            "Points on the line: the dimension's values in the layout's units "
+                            "(with --toward: fractions of the run's move).")
 _HORIZONS = flags.DEFINE_list("horizons", ["1", "5", "25", "100"],
                               "Global steps (of K inner steps each) after which L is recorded.")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Key sequences per value (shared by all values).")
@@ -51,19 +59,33 @@ _SEED = flags.DEFINE_integer("seed", 0, "Network init and warm-up keys (the stud
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
-def at_value(hg, state: OuterState, beta0: np.ndarray, index: int, value: float) -> OuterState:
-  """`state` with beta0's `index`-th coordinate set to `value` (checked against the box)."""
-  beta = np.array(beta0, np.float64)
-  beta[index] = value
-  name, low, high = hg.layout.names[index], hg.layout.low[index], hg.layout.high[index]
-  if not low <= value <= high:
-    raise ValueError(f"--values: {name}={value} is outside its box [{low:g}, {high:g}]")
-  beta = hg.layout.check(beta, what=f"beta with {name}={value}")
-  return state._replace(u=jax.numpy.asarray(
-      hg.layout.to_coords(beta, hg.outer.coordinates), jax.numpy.float32))
+def dimension_line(hg, beta0: np.ndarray, name: str, values: list[float]) -> list[np.ndarray]:
+  """Optimizer coordinates of beta0 with `name` set to each value (each checked against the box)."""
+  if name not in hg.layout.names:
+    raise ValueError(f"--dimension={name!r} is not in the {hg.layout.name} layout "
+                     f"(its names: {', '.join(hg.layout.names)})")
+  index = hg.layout.index(name)
+  low, high = hg.layout.low[index], hg.layout.high[index]
+  points = []
+  for value in values:
+    if not low <= value <= high:
+      raise ValueError(f"--values: {name}={value} is outside its box [{low:g}, {high:g}]")
+    beta = np.array(beta0, np.float64)
+    beta[index] = value
+    points.append(np.asarray(hg.layout.to_coords(beta, hg.outer.coordinates)))
+  return points
 
 
-def branch(hg, state: OuterState, key, horizons: list[int]) -> dict:
+def run_line(hg, u0: np.ndarray, run_dir: str, fractions: list[float]) -> list[np.ndarray]:
+  """u0 plus each fraction of the run's move, in the box (the run must share layout and coordinates)."""
+  move = common.load_move(run_dir)
+  if move["names"] != hg.layout.names or move["coordinates"] != hg.outer.coordinates:
+    raise ValueError(f"--toward={run_dir}: its layout or coordinates ({move['coordinates']}) "
+                     f"differ from the config's ({hg.layout.name}, {hg.outer.coordinates})")
+  return [np.clip(u0 + t * move["move"], 0.0, 1.0) for t in fractions]
+
+
+def branch(hg, state, key, horizons: list[int]) -> dict:
   """L of the raw weights (the estimator's) and of the delivered ones after each horizon."""
   out = {"raw": [], "delivered": []}
   for step in range(1, max(horizons) + 1):
@@ -88,20 +110,23 @@ def main(argv):
   config.seed = _SEED.value
   task, _ = task_module.build(config)
   hg = task.hg
-  if _DIMENSION.value not in hg.layout.names:
-    raise ValueError(f"--dimension={_DIMENSION.value!r} is not in the {hg.layout.name} layout "
-                     f"(its names: {', '.join(hg.layout.names)})")
-  index = hg.layout.index(_DIMENSION.value)
   values = [float(v) for v in _VALUES.value]
   horizons = sorted(int(h) for h in _HORIZONS.value)
   if not values or min(horizons) < 1:
     raise ValueError("need at least one value and horizons >= 1")
   beta0 = np.asarray(task.beta0, np.float64)
-  reference = int(np.argmin(np.abs(np.asarray(values) - beta0[index])))
   start = time.perf_counter()
   state = hg.init(task.beta0, task.params0)
-  for value in values:                # a bad value fails here, not after the warm-up
-    at_value(hg, state, beta0, index, value)
+  # Bad input fails here, not after the warm-up.
+  if _TOWARD.value:
+    line = f"fraction of {_TOWARD.value}'s move"
+    points = run_line(hg, np.asarray(state.u), os.path.expanduser(_TOWARD.value), values)
+    at_beta0 = 0.0
+  else:
+    line = _DIMENSION.value
+    points = dimension_line(hg, beta0, _DIMENSION.value, values)
+    at_beta0 = float(beta0[hg.layout.index(_DIMENSION.value)])
+  reference = int(np.argmin(np.abs(np.asarray(values) - at_beta0)))
   warm_key = jax.random.key(_SEED.value)
   for _ in range(_WARM.value):        # the loop's keys: fold_in(key(seed), step) inside the step
     state, _ = hg.train_step(state, warm_key)
@@ -112,8 +137,8 @@ def main(argv):
   short_l = np.zeros((_REPEATS.value + _SHORT_REPEATS.value, len(values)))
   for r in range(_REPEATS.value + _SHORT_REPEATS.value):
     key = jax.random.key(10_000 + r)
-    for j, value in enumerate(values):
-      moved = at_value(hg, state, beta0, index, value)
+    for j, u in enumerate(points):
+      moved = state._replace(u=jax.numpy.asarray(u, jax.numpy.float32))
       if r < _REPEATS.value:
         result = branch(hg, moved, key, horizons)
         for kind in long_l:
@@ -122,7 +147,7 @@ def main(argv):
       else:
         short_l[r, j] = branch(hg, moved, key, [1])["raw"][0]
   task.generator.close()
-  out = {"dimension": _DIMENSION.value, "values": values, "beta0_value": float(beta0[index]),
+  out = {"line": line, "values": values, "beta0_value": at_beta0,
          "reference_value": values[reference], "warm_steps": _WARM.value, "seed": _SEED.value,
          "inner_steps": hg.inner.steps, "horizons": horizons, "repeats": _REPEATS.value,
          "short_repeats": short_l.shape[0], "warm_s": round(warm_s, 1),
@@ -138,7 +163,7 @@ def main(argv):
       out["long"][kind][str(horizon)] = {"L": by_horizon[h].mean(axis=0).tolist(),
                                          "minus_reference": mean_h.tolist(), "se": se_h.tolist()}
   header = " ".join(f"{v:>14.3g}" for v in values)
-  print(f"{_DIMENSION.value} (beta0 {beta0[index]:.3g}); L minus L at {values[reference]:.3g}, "
+  print(f"{line} (beta0 {at_beta0:.3g}); L minus L at {values[reference]:.3g}, "
         f"mean +- s.e. over paired keys; K = {hg.inner.steps} inner steps per global step")
   print(f"{'':<26}{header}")
 

@@ -25,28 +25,9 @@ from absl import flags
 
 from benchmarks import common
 from experiments import script
-from hgrad.core import loop
-from hgrad.tasks import evaluate
-from hgrad.tasks import registry
 
 _RUNS = flags.DEFINE_string("runs", None, "glob of finished run directories (group A)")
 _AGAINST = flags.DEFINE_string("against", "", "glob of finished run directories (group B)")
-
-
-def load_move(run_dir: str) -> dict:
-  """{"names", "move", "toward"}: the run's move (and the way to its beta*, if it has one)."""
-  config = evaluate.load_config(run_dir)
-  results = loop.finished_results(run_dir)
-  if results is None:
-    raise ValueError(f"{run_dir} has not finished (no results.json, or a partial one)")
-  layout = registry.layout(config)
-  coordinates = config.get("outer", {}).get("coordinates", "unit")
-  to_u = lambda beta: np.asarray(layout.to_coords(
-      np.array([beta[n] for n in layout.names], np.float64), coordinates))
-  u0 = to_u(results["beta0"])
-  star = results.get("synthetic", {}).get("beta_star")
-  return {"names": layout.names, "move": to_u(results["beta"]) - u0,
-          "toward": None if star is None else to_u(star) - u0}
 
 
 def compare(group_a: list[dict], group_b: list[dict]) -> dict:
@@ -79,7 +60,7 @@ def _group(pattern: str) -> list[dict]:
   dirs = sorted(glob.glob(os.path.expanduser(pattern)))
   if not dirs:
     raise FileNotFoundError(f"no run directory matches {pattern!r}")
-  return [load_move(d) for d in dirs]
+  return [common.load_move(d) for d in dirs]
 
 
 def main():

@@ -118,6 +118,25 @@ def test_line_benchmark_pairs_values_over_shared_keys(monkeypatch):
   assert figures["horizon1"]["L"] == raw["1"]["L"] and np.isfinite(figures["horizon1"]["se"][0])
 
 
+def test_line_benchmark_follows_a_runs_move(tmp_path, monkeypatch):
+  """--toward: the line from beta0 along a finished hybrid run's move (fraction 0 is beta0)."""
+  monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
+  run_dir = str(tmp_path / "run")
+  _run("experiments.mbii", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
+       "--config.schedule.warmup_steps=1", "--config.schedule.outer_steps=2",
+       "--config.schedule.final_steps=0")
+  out = _run("benchmarks.line", "--config=configs/mbii.py:smoke", f"--toward={run_dir}",
+             "--warm_steps=1", "--values=0,1", "--horizons=1", "--repeats=1", "--short_repeats=1")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert figures["line"].startswith("fraction of") and figures["reference_value"] == 0.0
+  assert figures["horizon1"]["minus_reference"][0] == 0.0
+  assert figures["horizon1"]["minus_reference"][1] != 0.0        # the moved beta's data differ
+  bad = subprocess.run([sys.executable, "-m", "benchmarks.line", "--config=configs/mbii.py:smoke",
+                        "--config.csg.layout=lighting", f"--toward={run_dir}", "--warm_steps=1"],
+                       cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+  assert bad.returncode != 0 and "differ from the config's" in bad.stderr
+
+
 @pytest.mark.parametrize("flag, names", [("--values=0.7", "ambient_mean=0.7 is outside"),
                                          ("--dimension=ambient", "'ambient' is not in")])
 def test_line_benchmark_rejects_bad_dimension_or_value(monkeypatch, flag, names):
