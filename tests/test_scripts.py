@@ -19,6 +19,15 @@ def _run(*args, timeout=300):
   return result.stdout
 
 
+def _smoke_run(tmp_path, *, warmup_steps: int, outer_steps: int) -> str:
+  """A finished mbii smoke run (synthetic target) in tmp_path/run."""
+  run_dir = str(tmp_path / "run")
+  _run("experiments.mbii", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
+       f"--config.schedule.warmup_steps={warmup_steps}",
+       f"--config.schedule.outer_steps={outer_steps}", "--config.schedule.final_steps=0")
+  return run_dir
+
+
 def test_gallery_writes_png(tmp_path):
   _run("experiments.gallery", f"--workdir={tmp_path}", "--config.csg.resolution=32",
        "--config.scale=1")
@@ -81,10 +90,7 @@ def test_horizon_benchmark_probes_the_estimates_direction(tmp_path, monkeypatch)
   """Synthetic smoke target: estimates at a trained network, the t statistic toward beta*,
   and betas moved along the estimate, a random direction and the way to beta*."""
   monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
-  run_dir = str(tmp_path / "run")
-  _run("experiments.mbii", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
-       "--config.schedule.warmup_steps=2", "--config.schedule.outer_steps=0",
-       "--config.schedule.final_steps=0")
+  run_dir = _smoke_run(tmp_path, warmup_steps=2, outer_steps=0)
   out = _run("benchmarks.horizon", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
              "--keys=2", "--long_steps=0", "--nofresh", "--probe_step=0.2")
   figures = json.loads(out.strip().splitlines()[-1])
@@ -121,10 +127,7 @@ def test_line_benchmark_pairs_values_over_shared_keys(monkeypatch):
 def test_line_benchmark_follows_a_runs_move(tmp_path, monkeypatch):
   """--toward: the line from beta0 along a finished hybrid run's move (fraction 0 is beta0)."""
   monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
-  run_dir = str(tmp_path / "run")
-  _run("experiments.mbii", "--config=configs/mbii.py:smoke", f"--workdir={run_dir}",
-       "--config.schedule.warmup_steps=1", "--config.schedule.outer_steps=2",
-       "--config.schedule.final_steps=0")
+  run_dir = _smoke_run(tmp_path, warmup_steps=1, outer_steps=2)
   out = _run("benchmarks.line", "--config=configs/mbii.py:smoke", f"--toward={run_dir}",
              "--warm_steps=1", "--values=0,1", "--horizons=1", "--repeats=1", "--short_repeats=1")
   figures = json.loads(out.strip().splitlines()[-1])
