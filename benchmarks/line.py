@@ -50,7 +50,8 @@ _VALUES = flags.DEFINE_list("values", ["0.05", "0.15", "0.25", "0.35", "0.45"],
                             "Points on the line: the dimension's values in the layout's units "
                             "(with --toward: fractions of the run's move).")
 _HORIZONS = flags.DEFINE_list("horizons", ["1", "5", "25", "100"],
-                              "Global steps (of K inner steps each) after which L is recorded.")
+                              "Global steps (of K inner steps each) after which L is recorded "
+                              "(1 is always included).")
 _REPEATS = flags.DEFINE_integer("repeats", 2, "Key sequences per value (shared by all values).")
 _SHORT_REPEATS = flags.DEFINE_integer(
     "short_repeats", 8, "Extra key sequences for horizon 1 alone (cheap: one step each).")
@@ -111,9 +112,10 @@ def main(argv):
   task, _ = task_module.build(config)
   hg = task.hg
   values = [float(v) for v in _VALUES.value]
-  horizons = sorted(int(h) for h in _HORIZONS.value)
-  if not values or min(horizons) < 1:
-    raise ValueError("need at least one value and horizons >= 1")
+  horizons = sorted({int(h) for h in _HORIZONS.value} | {1})   # 1: the estimator's objective
+  if not values or min(horizons) < 1 or _REPEATS.value < 1 or _SHORT_REPEATS.value < 0:
+    raise ValueError("need at least one value, horizons >= 1, --repeats >= 1 and "
+                     "--short_repeats >= 0")
   beta0 = np.asarray(task.beta0, np.float64)
   start = time.perf_counter()
   state = hg.init(task.beta0, task.params0)
@@ -143,14 +145,14 @@ def main(argv):
         result = branch(hg, moved, key, horizons)
         for kind in long_l:
           long_l[kind][:, r, j] = result[kind]
-        short_l[r, j] = result["raw"][0] if horizons[0] == 1 else np.nan
+        short_l[r, j] = result["raw"][0]
       else:
         short_l[r, j] = branch(hg, moved, key, [1])["raw"][0]
   task.generator.close()
   out = {"line": line, "values": values, "beta0_value": at_beta0,
          "reference_value": values[reference], "warm_steps": _WARM.value, "seed": _SEED.value,
          "inner_steps": hg.inner.steps, "horizons": horizons, "repeats": _REPEATS.value,
-         "short_repeats": short_l.shape[0], "warm_s": round(warm_s, 1),
+         "horizon1_keys": short_l.shape[0], "warm_s": round(warm_s, 1),
          "seconds": round(time.perf_counter() - start, 1)}
   mean, se = paired_row(short_l, reference)
   out["horizon1"] = {"L": short_l.mean(axis=0).tolist(), "minus_reference": mean.tolist(),
