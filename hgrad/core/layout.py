@@ -77,6 +77,10 @@ class ParamLayout:
     return len(self.specs)
 
   def index(self, name: str) -> int:
+    """Position of dimension `name`; an unknown name is an error that lists the layout's names."""
+    if name not in self.names:
+      raise ValueError(f"{name!r} is not in the {self.name} layout (its names: "
+                       f"{', '.join(self.names)})")
     return self.names.index(name)
 
   def describe(self, indices) -> str:
