@@ -32,11 +32,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from experiments import script
 from hgrad.core import estimator
 from hgrad.core.checkpoint import Checkpointer
 
@@ -69,14 +69,13 @@ def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> di
           "s_median": float(np.median(abs_s)), "s_tail": float(abs_s.max() / np.median(abs_s))}
 
 
-def main(argv):
-  del argv
+def main():
   if _M.value < 2 or _M.value % 2:
-    raise app.UsageError(f"--num_perturbations must be even and >= 2, got {_M.value}")
+    raise ValueError(f"--num_perturbations must be even and >= 2, got {_M.value}")
   blocks = ("all", "discrete", "continuous")
   unknown = set(_BLOCKS.value) - set(blocks)
   if unknown:
-    raise app.UsageError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
+    raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
   config, task_module = common.task_config(_CONFIG.value)
   task, _ = task_module.build(config)
   hg, layout = task.hg, task.hg.layout
@@ -123,4 +122,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

@@ -33,11 +33,11 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from experiments import script
 from hgrad.tasks import registry
 from hgrad.core import estimator
 from hgrad.core.checkpoint import Checkpointer
@@ -78,8 +78,7 @@ def probe(hg, u0, direction, step: float) -> dict:
           "beta0_flag": "(" + ",".join(f"{v:.6g}" for v in beta) + ")"}
 
 
-def main(argv):
-  del argv
+def main():
   config, task_module = common.task_config(_CONFIG.value)
   task, _ = task_module.build(config)
   hg = task.hg
@@ -162,4 +161,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

@@ -46,11 +46,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
+from experiments import script
 from hgrad.tasks import registry
 from hgrad import study
 from hgrad.core import estimator
@@ -152,8 +152,7 @@ def feature_match_fn(target, nets: int):
   return loss
 
 
-def main(argv):
-  del argv
+def main():
   config, task_module = common.task_config(_CONFIG.value)
   beta_star = registry.known_beta_star(config)
   if beta_star is None:
@@ -226,4 +225,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

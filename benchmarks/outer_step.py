@@ -24,9 +24,10 @@ import concurrent.futures
 import os
 import time
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
+
+from experiments import script
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/mbii.py:cpu", "Task config.")
 _STEPS = flags.DEFINE_integer("steps", 2, "Timed repetitions of each measurement (median).")
@@ -43,8 +44,7 @@ def _pin() -> dict:
   return {"render_cores": cores[:1], "xla_cores": cores[1:]}
 
 
-def main(argv):
-  del argv
+def main():
   import json  # pylint: disable=g-import-not-at-top
   import statistics  # pylint: disable=g-import-not-at-top
   pinning = _pin() if _PIN.value else {}
@@ -111,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

@@ -19,9 +19,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
 
+from experiments import script
 from hgrad.core.bridge import RenderConfig
 from hgrad.generators.csg import CSGConfig
 from hgrad.generators.csg_host import csg_generator
@@ -36,8 +36,7 @@ _AFTER_LARGE = flags.DEFINE_integer("after_large", 0, "Then one batch this many 
                                     "and the timed batches again (0: skip).")
 
 
-def main(argv):
-  del argv
+def main():
   num_workers = None if _NUM_WORKERS.value < 0 else _NUM_WORKERS.value
   generator = csg_generator(CSGConfig(resolution=_RESOLUTION.value), num_workers=num_workers,
                             render=RenderConfig(backend=_BACKEND.value, address=_ADDRESS.value))
@@ -100,4 +99,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

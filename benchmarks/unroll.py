@@ -15,9 +15,9 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app
 from absl import flags
 
+from experiments import script
 from hgrad.tasks import losses
 from hgrad.tasks import network
 from hgrad.core import unroll
@@ -56,8 +56,7 @@ def interleaved_median_times(*calls):
   return [float(np.median(t)) for t in times]
 
 
-def main(argv):
-  del argv
+def main():
   res = _RESOLUTION.value
   net = network.NetworkConfig(width=_WIDTH.value, stacks=_STACKS.value, depth=_DEPTH.value)
   inner = unroll.InnerConfig(steps=_STEPS.value, batch_size=_BATCH.value, remat=_REMAT.value)
@@ -92,4 +91,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  script.run(main)

@@ -172,6 +172,24 @@ def test_bad_input_exits_2_with_one_line_that_names_it(tmp_path, args, names):
   assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], lines
 
 
+@pytest.mark.parametrize("module, args, names", [
+    *[(f"benchmarks.{name}", ["stray"], "unexpected arguments ['stray']")
+      for name in ("gradient_noise", "line", "match_signal", "outer_step", "render", "unroll")],
+    ("benchmarks.horizon", ["--workdir=unused", "stray"], "unexpected arguments ['stray']"),
+    ("benchmarks.moves", ["--runs=unused", "stray"], "unexpected arguments ['stray']"),
+    ("benchmarks.gradient_noise", ["--num_perturbations=3"], "--num_perturbations must be even"),
+    ("benchmarks.gradient_noise", ["--blocks=al"], "unknown --blocks ['al']"),
+])
+def test_benchmarks_end_bad_input_with_one_line_and_exit_2(module, args, names):
+  """Every benchmark runs under experiments.script.run: a stray argument or a bad value is one
+  'error:' line, not a traceback."""
+  result = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
+                          capture_output=True, text=True, timeout=300)
+  lines = [line for line in result.stderr.splitlines() if line.strip()]
+  assert result.returncode == 2, result.stderr[-2000:]
+  assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], lines
+
+
 def test_help_lists_config_workdir_and_the_config_fields():
   result = subprocess.run([sys.executable, "-m", "experiments.mbii", "--help"], cwd=REPO_ROOT,
                           capture_output=True, text=True, timeout=300)
