@@ -28,7 +28,8 @@ sessions):
 
 Pairing: every arm of seed k uses config.seed = k, i.e. the same network
 init and, at every step, the same render key (`fold_in(key, step)`); where
-two arms are at the same beta they render the same samples.
+two arms are at the same beta they render the same samples. On a GPU that
+needs XLA's deterministic ops (`config.deterministic`, hgrad.core.determinism).
 
 Writes study.json, study.md (per arm mean ± standard error of the final L
 and of the mean of the last `last_k` evaluations; paired differences to the
@@ -52,6 +53,7 @@ from absl import logging  # noqa: E402
 
 from hgrad import plots  # noqa: E402
 from hgrad.baselines import compare  # noqa: E402
+from hgrad.core import determinism  # noqa: E402
 from hgrad.core import loop  # noqa: E402
 from hgrad.tasks import registry  # noqa: E402
 
@@ -288,6 +290,8 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
     raise ValueError(f"arms {sorted(needs_hybrid)} need the hybrid arm")
   if "oracle" in config.arms:
     _oracle_beta(config)
+  if config.get("deterministic", True) and not report_only:
+    determinism.require_deterministic_gpu()     # before the first run starts JAX's backends
   os.makedirs(workdir, exist_ok=True)
   order = sorted(config.arms, key=lambda a: (a != "hybrid", a in NEEDS_HYBRID,
                                              ARMS.index(a) if a in ARMS else len(ARMS)))
