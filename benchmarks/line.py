@@ -39,6 +39,7 @@ from ml_collections import config_flags
 
 from benchmarks import common
 from experiments import script
+from hgrad.core import determinism
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
@@ -103,6 +104,7 @@ def paired_row(values_by_key: np.ndarray, reference: int) -> tuple[np.ndarray, n
 
 
 def main():
+  determinism.require_deterministic_gpu()   # the points are paired by their keys
   config, task_module = common.task_config(_CONFIG.value)
   config.seed = _SEED.value
   task, _ = task_module.build(config)
