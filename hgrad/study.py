@@ -288,10 +288,10 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
       {"fixed_time"} if config.get("timing_run") else set())
   if needs_hybrid and "hybrid" not in config.arms:
     raise ValueError(f"arms {sorted(needs_hybrid)} need the hybrid arm")
+  if config.get("deterministic", True) and not report_only:
+    determinism.require_deterministic_gpu()     # before anything starts JAX's backends
   if "oracle" in config.arms:
     _oracle_beta(config)
-  if config.get("deterministic", True) and not report_only:
-    determinism.require_deterministic_gpu()     # before the first run starts JAX's backends
   os.makedirs(workdir, exist_ok=True)
   order = sorted(config.arms, key=lambda a: (a != "hybrid", a in NEEDS_HYBRID,
                                              ARMS.index(a) if a in ARMS else len(ARMS)))

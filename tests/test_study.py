@@ -289,3 +289,28 @@ def test_fixed_time_takes_its_budget_from_the_timing_run_for_every_seed(tmp_path
   config.timing_run = str(tmp_path / "missing")
   with pytest.raises(FileNotFoundError, match="from config.timing_run: no finished hybrid run in"):
     study.run_arm(config, "fixed_time", 0, str(tmp_path / "study"))
+
+
+def test_a_study_asks_for_deterministic_gpu_ops_before_anything_runs_jax(monkeypatch, tmp_path):
+  """config.deterministic: XLA's flag is set first (the oracle arm already runs JAX to find
+  beta*); off, it is not asked for; --report_only runs nothing and asks for nothing."""
+  import configs.study as study_configs   # pylint: disable=g-import-not-at-top
+  from hgrad.core import determinism   # pylint: disable=g-import-not-at-top
+  calls = []
+
+  def oracle_stops_the_study(config):
+    calls.append("oracle")
+    raise RuntimeError("stop here")
+  monkeypatch.setattr(determinism, "require_deterministic_gpu", lambda: calls.append("flag"))
+  monkeypatch.setattr(study, "_oracle_beta", oracle_stops_the_study)
+  config = study_configs.get_config("smoke")
+  config.arms = ("hybrid", "oracle")
+  for deterministic, expected in ((True, ["flag", "oracle"]), (False, ["oracle"])):
+    config.deterministic, calls[:] = deterministic, []
+    with pytest.raises(RuntimeError, match="stop here"):
+      study.run(config, str(tmp_path))
+    assert calls == expected
+  config.deterministic, calls[:] = True, []
+  with pytest.raises(RuntimeError, match="stop here"):
+    study.run(config, str(tmp_path), report_only=True)
+  assert calls == ["oracle"]
