@@ -114,21 +114,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def run(main: Callable[[], None]) -> None:
   """app.run(main) that rejects positional arguments (usually a mistyped flag), turns a
   SIGINT / SIGTERM of a run into one line and exit code 130 / 143 (the run is saved), and a
-  user's mistake into one line and exit code 2."""
-  from hgrad.core import loop
-  from hgrad.core.pool import RenderError
-  user_errors = USER_ERRORS + (RenderError,)
+  user's mistake into one line and exit code 2.
+
+  hgrad (and with it JAX and numpy) is imported only once main has raised: main runs first
+  in a bare process, so a script can set up the process before them (benchmarks.outer_step
+  --pin sets the CPU affinity that their threads then inherit)."""
 
   def _main(argv):
     if len(argv) > 1:
       _user_error("", ValueError(f"unexpected arguments {argv[1:]} (a flag needs --name=value)"))
     try:
       main()
-    except loop.Interrupted as stop:
-      sys.stderr.write(f"{stop}\n")
-      sys.exit(128 + stop.signum)
-    except user_errors as error:
-      _user_error("", error)
+    except Exception as error:   # noqa: BLE001 - sorted below, anything else re-raised
+      from hgrad.core import loop  # pylint: disable=g-import-not-at-top
+      from hgrad.core.pool import RenderError  # pylint: disable=g-import-not-at-top
+      if isinstance(error, loop.Interrupted):
+        sys.stderr.write(f"{error}\n")
+        sys.exit(128 + error.signum)
+      if isinstance(error, USER_ERRORS + (RenderError,)):
+        _user_error("", error)
+      raise
   app.run(_main, flags_parser=_parse_flags)
 
 
