@@ -17,7 +17,8 @@ from ml_collections import config_flags
 
 _CONFIGS = os.path.join(os.path.dirname(__file__), "..", "configs")
 # What a user's input can cause: bad config values and data (ValueError, hgrad's DataError
-# is one), missing files or directories, no usable OpenGL context (RenderError).
+# is one), missing files or directories, no usable OpenGL context (RenderError), a run
+# directory another process is running in (WorkdirInUse).
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError,
                                                 NotADirectoryError)
 
@@ -128,10 +129,11 @@ def run(main: Callable[[], None]) -> None:
     except Exception as error:   # noqa: BLE001 - sorted below, anything else re-raised
       from hgrad.core import loop  # pylint: disable=g-import-not-at-top
       from hgrad.core.pool import RenderError  # pylint: disable=g-import-not-at-top
+      from hgrad.core.run_lock import WorkdirInUse  # pylint: disable=g-import-not-at-top
       if isinstance(error, loop.Interrupted):
         sys.stderr.write(f"{error}\n")
         sys.exit(128 + error.signum)
-      if isinstance(error, USER_ERRORS + (RenderError,)):
+      if isinstance(error, USER_ERRORS + (RenderError, WorkdirInUse)):
         _user_error("", error)
       raise
   app.run(_main, flags_parser=_parse_flags)

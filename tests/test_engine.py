@@ -15,6 +15,7 @@ import pytest
 
 from hgrad.core import loop
 from hgrad.core import outer
+from hgrad.core import run_lock
 from hgrad.core import unroll
 from hgrad.core.layout import ParamLayout, ParamSpec
 
@@ -122,6 +123,27 @@ def test_run_loop_resumes_exactly_after_an_interrupt(tmp_path):
     np.testing.assert_allclose(list(a["beta"].values()), list(b["beta"].values()), rtol=1e-6)
   assert resumed["beta"] == pytest.approx(reference["beta"], rel=1e-6)
   assert resumed["L_final"] == pytest.approx(reference["L_final"], rel=1e-5)
+
+
+def test_a_run_refuses_a_workdir_another_process_runs_in_and_a_killed_one_leaves_no_lock(tmp_path):
+  """Two processes on one run would interleave metrics.jsonl and race for checkpoints/."""
+  workdir = str(tmp_path / "run")
+  os.makedirs(workdir)
+  holder = subprocess.Popen(
+      [sys.executable, "-c", "import sys, time\nfrom hgrad.core import run_lock\n"
+       "with run_lock.hold(sys.argv[1]):\n  print('held', flush=True)\n  time.sleep(600)\n",
+       workdir], cwd=REPO_ROOT, stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "held"
+    schedule = loop.Schedule(warmup_steps=2, outer_steps=1, train_steps_per_outer=1,
+                             final_steps=1, checkpoint_every=2, eval_every=2)
+    with pytest.raises(run_lock.WorkdirInUse, match=f"in use by another run \\(pid {holder.pid} on "):
+      loop.run(_toy_task(), schedule, workdir, seed=3)
+    assert sorted(os.listdir(workdir)) == [run_lock.LOCK_FILE]     # refused before writing
+  finally:
+    holder.kill()                                                    # SIGKILL: no clean-up runs
+    holder.wait()
+  assert loop.run(_toy_task(), schedule, workdir, seed=3)["L_final"] > 0
 
 
 def test_unroll_is_differentiable_in_the_data():

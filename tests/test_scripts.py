@@ -172,6 +172,18 @@ def test_bad_input_exits_2_with_one_line_that_names_it(tmp_path, args, names):
   assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], lines
 
 
+def test_a_run_directory_in_use_ends_the_second_command_with_one_line_and_exit_2(tmp_path):
+  from hgrad.core import run_lock
+  with run_lock.hold(str(tmp_path)):
+    result = subprocess.run([sys.executable, "-m", "experiments.mbii", f"--workdir={tmp_path}",
+                             "--config=configs/mbii.py:smoke"], cwd=REPO_ROOT,
+                            capture_output=True, text=True, timeout=300)
+  assert result.returncode == 2, result.stderr[-2000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and f"in use by another run (pid {os.getpid()} on " in last
+  assert not os.path.exists(tmp_path / "metrics.jsonl")
+
+
 @pytest.mark.parametrize("module, args, names", [
     *[(f"benchmarks.{name}", ["stray"], "unexpected arguments ['stray']")
       for name in ("gradient_noise", "line", "match_signal", "outer_step", "render", "unroll")],

@@ -38,6 +38,7 @@ from absl import logging
 
 from hgrad.core import distributed
 from hgrad.core import eta
+from hgrad.core import run_lock
 from hgrad.core.checkpoint import Checkpointer
 from hgrad.core.events import EventWriter
 from hgrad.core.outer import HybridGradient, OuterState
@@ -241,10 +242,18 @@ def compile_ahead(hg: HybridGradient, state: OuterState, key: jax.Array, schedul
 
 
 def run(task: Task, schedule: Schedule, workdir: str, seed: int) -> dict:
-  """Runs (or resumes) the schedule in `workdir`; returns the results dict."""
+  """Runs (or resumes) the schedule in `workdir`; returns the results dict.
+
+  Raises run_lock.WorkdirInUse if another process is running in `workdir`.
+  """
   show_progress()
   os.makedirs(workdir, exist_ok=True)
   primary = distributed.is_primary()      # several JAX processes: only process 0 writes
+  with run_lock.hold(workdir) if primary else contextlib.nullcontext():
+    return _run(task, schedule, workdir, seed, primary)
+
+
+def _run(task: Task, schedule: Schedule, workdir: str, seed: int, primary: bool) -> dict:
   hg = task.hg
   reset_stats = getattr(task.generator, "reset_stats", dict)
   checkpointer = Checkpointer(workdir)
