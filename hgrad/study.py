@@ -203,8 +203,29 @@ def paired(a: list[float], b: list[float], *, resamples: int = 10_000, seed: int
   half = float(scipy.stats.t.ppf(0.975, n - 1) * se)
   means = np.random.default_rng(seed).choice(diff, (resamples, n)).mean(axis=1)
   out.update(se=float(se), t95=[out["mean"] - half, out["mean"] + half],
-             bootstrap95=[float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))])
+             bootstrap95=[float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+             seeds_to_resolve=seeds_to_resolve(out["mean"], float(diff.std(ddof=1))))
   return out
+
+
+def seeds_to_resolve(mean: float, sd: float, *, power: float = 0.8, most: int = 1000) -> int | None:
+  """Paired seeds at which a true difference `mean` with spread `sd` gets a 95% t interval
+  that excludes 0 with probability `power` (two-sided paired t-test; noncentral t).
+
+  For planning the next runs: with the observed mean and s.d. plugged in it is
+  optimistic when the observed mean is lucky. None: more than `most` (or no difference).
+  """
+  if sd == 0.0:
+    return 2 if mean != 0.0 else None
+  effect = abs(mean) / sd
+  for n in range(2, most + 1):
+    critical = scipy.stats.t.ppf(0.975, n - 1)
+    noncentrality = effect * np.sqrt(n)
+    achieved = (scipy.stats.nct.sf(critical, n - 1, noncentrality)
+                + scipy.stats.nct.cdf(-critical, n - 1, noncentrality))
+    if achieved >= power:
+      return n
+  return None
 
 
 def _mean_se(values: list[float]) -> str:
@@ -245,14 +266,18 @@ def table(summary: dict) -> str:
       cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
                         if "per_dimension" in s]) for n in summary["moved_dimensions"]]
       lines.append(f"| {_label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
-  lines += ["", "Paired differences (arm − reference; negative = arm better), 95% intervals:", "",
-            "| arm − reference | measure | mean | t 95% | bootstrap 95% | per seed |",
-            "|---|---|---|---|---|---|"]
+  lines += ["", "Paired differences (arm − reference; negative = arm better), 95% intervals "
+            "(at under ~10 seeds the bootstrap interval is too narrow: read the t interval). "
+            "Seeds to resolve: paired seeds at which a difference of this mean and spread has a "
+            "t interval that excludes 0 in 80% of studies (optimistic if this mean is lucky).", "",
+            "| arm − reference | measure | mean | t 95% | bootstrap 95% | seeds to resolve | "
+            "per seed |", "|---|---|---|---|---|---|---|"]
   for key, entry in summary["differences"].items():
     for measure, d in entry.items():
       t95 = "[{:.2f}, {:.2f}]".format(*d["t95"]) if "t95" in d else "—"
       boot = "[{:.2f}, {:.2f}]".format(*d["bootstrap95"]) if "bootstrap95" in d else "—"
-      lines.append(f"| {key} | {measure} | {d['mean']:+.2f} | {t95} | {boot} | "
+      needed = "—" if "t95" not in d else d.get("seeds_to_resolve") or "> 1000"
+      lines.append(f"| {key} | {measure} | {d['mean']:+.2f} | {t95} | {boot} | {needed} | "
                    + ", ".join(f"{x:+.2f}" for x in d["diffs"]) + " |")
   return "\n".join(lines) + "\n"
 

@@ -184,6 +184,14 @@ def test_paired_intervals():
   assert out["t95"] == pytest.approx([0.5 - 4.303 * 0.1 / 3 ** 0.5, 0.5 + 4.303 * 0.1 / 3 ** 0.5], rel=1e-3)
 
 
+def test_seeds_to_resolve_matches_the_paired_t_test_power_tables():
+  """Cohen's tables for a two-sided paired t-test at 0.05 and power 0.8: d = 0.2, 0.5, 0.8
+  need 199, 34, 15 pairs; the sign does not matter; no difference is never resolved."""
+  assert [study.seeds_to_resolve(d, 1.0) for d in (0.2, 0.5, -0.8)] == [199, 34, 15]
+  assert study.seeds_to_resolve(0.0, 1.0) is None and study.seeds_to_resolve(0.01, 1.0) is None
+  assert study.paired([1.0, 2.0, 3.0], [0.4, 1.5, 2.6])["seeds_to_resolve"] == 4   # d = 5
+
+
 def test_report_only_summarizes_finished_runs_and_pairs_common_seeds(smoke_study, tmp_path):
   import shutil
   import configs.study as study_configs
