@@ -208,7 +208,11 @@ def paired(a: list[float], b: list[float], *, resamples: int = 10_000, seed: int
   return out
 
 
-def seeds_to_resolve(mean: float, sd: float, *, power: float = 0.8, most: int = 1000) -> int | None:
+MOST_SEEDS = 1000   # seeds_to_resolve searches no further
+
+
+def seeds_to_resolve(mean: float, sd: float, *, power: float = 0.8,
+                     most: int = MOST_SEEDS) -> int | None:
   """Paired seeds at which a true difference `mean` with spread `sd` gets a 95% t interval
   that excludes 0 with probability `power` (two-sided paired t-test; noncentral t).
 
@@ -276,7 +280,7 @@ def table(summary: dict) -> str:
     for measure, d in entry.items():
       t95 = "[{:.2f}, {:.2f}]".format(*d["t95"]) if "t95" in d else "—"
       boot = "[{:.2f}, {:.2f}]".format(*d["bootstrap95"]) if "bootstrap95" in d else "—"
-      needed = "—" if "t95" not in d else d.get("seeds_to_resolve") or "> 1000"
+      needed = "—" if "t95" not in d else d.get("seeds_to_resolve") or f"> {MOST_SEEDS}"
       lines.append(f"| {key} | {measure} | {d['mean']:+.2f} | {t95} | {boot} | {needed} | "
                    + ", ".join(f"{x:+.2f}" for x in d["diffs"]) + " |")
   return "\n".join(lines) + "\n"
