@@ -46,6 +46,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # budget (and plain steps per budget) is every seed's fixed_time budget. Empty: each seed's
   # own hybrid run, which is only right where the runs did not share cores.
   config.timing_run = ""
+  # Or that budget written as a number (plain steps), e.g. one measured on a machine earlier.
+  # 0: from timing_run, else from each seed's own hybrid run.
+  config.fixed_time_steps = 0
   config.last_k = 6                       # evaluations averaged for the smoothed L
   # XLA:GPU's deterministic ops, so that the arms of a seed stay paired on a GPU (without
   # them they differed by up to 0.37 deg after the warm-up on an H200); nothing on a CPU.

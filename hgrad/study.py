@@ -14,7 +14,8 @@ sessions):
                gets for the same wall time. The budget is in steps, not a
                clock, so a run on a busy machine still gets all of them. Runs
                that share cores time badly: `config.timing_run` names one
-               hybrid run measured alone whose budget every seed then gets
+               hybrid run measured alone whose budget every seed then gets,
+               or `config.fixed_time_steps` writes that budget as a number
   retrain      a network trained from scratch at the hybrid run's final beta,
                fixed_steps' schedule: is the learned beta better data?
   oracle       beta frozen at the synthetic target's hidden beta*, fixed_steps'
@@ -70,7 +71,7 @@ LABELS = {**{arm: compare.LABELS[arm] for arm in RUN_AS_METHOD},
 
 
 def _fixed_time_schedule(hybrid_dir: str) -> dict:
-  """Plain steps that fit into the hybrid run's step time.
+  """Plain steps that fit into the hybrid run's step time (`_plain_schedule`).
 
   No clock stop: on a machine shared with other runs a stop at the hybrid's
   time cut a fixed_time run at 791 of its 1019 steps, its learning rate not yet
@@ -82,6 +83,11 @@ def _fixed_time_schedule(hybrid_dir: str) -> dict:
   elapsed = rows[-1]["elapsed_s"]
   # The fixed run pays the same first step (compile included) and then plain steps only.
   steps = 1 + int(round((elapsed - rows[0]["elapsed_s"]) / float(np.median(plain))))
+  return _plain_schedule(steps)
+
+
+def _plain_schedule(steps: int) -> dict:
+  """`steps` plain steps at beta0: the fixed_time arm's schedule."""
   return {"warmup_steps": steps, "outer_steps": 0, "train_steps_per_outer": 0, "final_steps": 0,
           "time_budget_s": 0.0}
 
@@ -121,6 +127,18 @@ def _label(arm: str) -> str:
   return LABELS.get(arm) or f"hybrid gradient, {arm[len('hybrid_'):]}"
 
 
+def _budget_steps(config) -> int:
+  """config.fixed_time_steps, checked: 0 (the budget comes from a hybrid run) or a step count."""
+  steps = config.get("fixed_time_steps", 0) or 0
+  if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+    raise ValueError(f"config.fixed_time_steps must be a whole number of steps >= 0 "
+                     f"(0: from a hybrid run), got {steps!r}")
+  if steps and config.get("timing_run"):
+    raise ValueError(f"config.fixed_time_steps={steps} and config.timing_run="
+                     f"{config.timing_run!r} both give fixed_time's budget: set one")
+  return steps
+
+
 def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   """One (arm, seed) run; the hybrid run of the same seed must exist for fixed_time / retrain."""
   overrides = _variant(config, arm)
@@ -132,7 +150,9 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
   beta0, schedule = None, None
   method = "hybrid" if overrides is not None else arm if arm in RUN_AS_METHOD else "fixed"
-  if arm in NEEDS_HYBRID:
+  if arm == "fixed_time" and _budget_steps(config):
+    schedule = _plain_schedule(_budget_steps(config))
+  elif arm in NEEDS_HYBRID:
     timing_run = os.path.expanduser(config.get("timing_run", "") or "")
     if arm == "fixed_time" and timing_run:      # every seed's budget from one run timed alone
       hybrid_dir = timing_run
@@ -314,7 +334,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   for arm in config.arms:
     _variant(config, arm)                 # unknown arms fail before any run starts
   needs_hybrid = (set(config.arms) & set(NEEDS_HYBRID)) - (
-      {"fixed_time"} if config.get("timing_run") else set())
+      {"fixed_time"} if _budget_steps(config) or config.get("timing_run") else set())
   if needs_hybrid and "hybrid" not in config.arms:
     raise ValueError(f"arms {sorted(needs_hybrid)} need the hybrid arm")
   if config.get("deterministic", True) and not report_only:

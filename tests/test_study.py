@@ -299,6 +299,39 @@ def test_fixed_time_takes_its_budget_from_the_timing_run_for_every_seed(tmp_path
     study.run_arm(config, "fixed_time", 0, str(tmp_path / "study"))
 
 
+def test_fixed_time_steps_writes_the_budget_as_a_number_and_needs_no_hybrid_run(tmp_path,
+                                                                               monkeypatch):
+  """A budget measured once (on a machine since lost) still pairs later seeds; a bad or a
+  doubly given budget stops the study before any run starts."""
+  import configs.study as study_configs
+  from hgrad.baselines import compare
+  calls = []
+  monkeypatch.setattr(compare, "run_method", lambda *args: calls.append(args) or {})
+  config = study_configs.get_config("smoke")
+  config.arms, config.seeds, config.fixed_time_steps = ("fixed_time",), (3,), 1019
+  study.run_arm(config, "fixed_time", 3, str(tmp_path / "study"))   # no hybrid run anywhere
+  (_, _, method, seed, run_dir, beta0, schedule), = calls
+  assert (method, seed, beta0) == ("fixed", 3, None)
+  assert run_dir.endswith("fixed_time/seed3")
+  assert schedule == {"warmup_steps": 1019, "outer_steps": 0, "train_steps_per_outer": 0,
+                      "final_steps": 0, "time_budget_s": 0.0}
+
+  class Started(Exception):
+    pass
+
+  def started(*args):
+    raise Started
+  monkeypatch.setattr(study, "run_arm", started)
+  with pytest.raises(Started):        # without the hybrid arm: the budget is there
+    study.run(config, str(tmp_path / "study"))
+  config.fixed_time_steps = -5
+  with pytest.raises(ValueError, match="fixed_time_steps must be a whole number of steps"):
+    study.run(config, str(tmp_path / "study"))
+  config.fixed_time_steps, config.timing_run = 1019, str(tmp_path / "alone")
+  with pytest.raises(ValueError, match="both give fixed_time's budget: set one"):
+    study.run(config, str(tmp_path / "study"))
+
+
 def test_a_study_asks_for_deterministic_gpu_ops_before_anything_runs_jax(monkeypatch, tmp_path):
   """config.deterministic: XLA's flag is set first (the oracle arm already runs JAX to find
   beta*); off, it is not asked for; --report_only runs nothing and asks for nothing."""
