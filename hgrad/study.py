@@ -140,7 +140,8 @@ def _budget_steps(config) -> int:
 
 
 def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
-  """One (arm, seed) run; the hybrid run of the same seed must exist for fixed_time / retrain."""
+  """One (arm, seed) run; retrain needs the same seed's finished hybrid run, and so does
+  fixed_time unless config.timing_run or config.fixed_time_steps gives its budget."""
   overrides = _variant(config, arm)
   base = config.base
   if overrides is not None:
@@ -150,8 +151,9 @@ def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   hybrid_dir = os.path.join(workdir, "hybrid", f"seed{seed}")
   beta0, schedule = None, None
   method = "hybrid" if overrides is not None else arm if arm in RUN_AS_METHOD else "fixed"
-  if arm == "fixed_time" and _budget_steps(config):
-    schedule = _plain_schedule(_budget_steps(config))
+  budget_steps = _budget_steps(config)
+  if arm == "fixed_time" and budget_steps:
+    schedule = _plain_schedule(budget_steps)
   elif arm in NEEDS_HYBRID:
     timing_run = os.path.expanduser(config.get("timing_run", "") or "")
     if arm == "fixed_time" and timing_run:      # every seed's budget from one run timed alone
