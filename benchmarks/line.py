@@ -16,6 +16,12 @@ beta0) or, with `--toward=RUN`, the way a finished run moved: v is the fraction
 of its move (final beta minus beta0, in its optimizer's coordinates; 0 is beta0,
 1 its final beta).
 
+`--from_run=RUN` branches from a run's checkpoint (`--from_step`, default its latest)
+instead of a warm-up at beta0, so the line can be measured at a network whose
+beta has moved: the task is built from RUN's config.json (`--config` is not
+used), the `--dimension` line moves that dimension of the checkpoint's beta,
+and a `--toward` line still starts at beta0 (fraction 0).
+
 Horizon 1 is the estimator's own objective (raw weights after K inner steps).
 If L there falls with v while L at the long horizons rises, the objective is
 greedy in that dimension; if both fall, the overshoot is not a horizon effect.
@@ -24,6 +30,8 @@ greedy in that dimension; if both fall, the overshoot is not a horizon effect.
       --config.base.data.dir=../shared/data/mit-berkeley/train \\
       --dimension=ambient_mean --values=0.05,0.15,0.25,0.35,0.45 --horizons=1,5,25,100
   python -m benchmarks.line ... --toward=~/hgrad-runs/study_real_cheap/hybrid/seed0 --values=0,0.5,1
+  python -m benchmarks.line --from_run=~/hgrad-runs/study_real_cheap/hybrid/seed0 \\
+      --toward=~/hgrad-runs/study_real_cheap/hybrid/seed0 --values=0,1
 
 Prints a table and, as its last line, JSON (`--out` also writes it to a file).
 """
@@ -40,7 +48,10 @@ from ml_collections import config_flags
 from benchmarks import common
 from experiments import script
 from hgrad.core import determinism
+from hgrad.core.checkpoint import Checkpointer
+from hgrad.tasks import evaluate
 
+_FLAGS = flags.FLAGS
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
     "Task config, or a study config (its `base` is used).")
@@ -58,18 +69,22 @@ _SHORT_REPEATS = flags.DEFINE_integer(
     "short_repeats", 8, "Extra key sequences for horizon 1 alone (cheap: one step each).")
 _WARM = flags.DEFINE_integer("warm_steps", 200, "Plain steps at beta0 before branching.")
 _SEED = flags.DEFINE_integer("seed", 0, "Network init and warm-up keys (the study's seed k).")
+_FROM_RUN = flags.DEFINE_string("from_run", "", "Branch from this run's checkpoint (its config, "
+                                "seed and network) instead of warming up at beta0.")
+_FROM_STEP = flags.DEFINE_integer("from_step", -1, "With --from_run: the checkpoint's step "
+                                  "(-1: the latest).")
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
-def dimension_line(hg, beta0: np.ndarray, name: str, values: list[float]) -> list[np.ndarray]:
-  """Optimizer coordinates of beta0 with `name` set to each value (each checked against the box)."""
+def dimension_line(hg, base: np.ndarray, name: str, values: list[float]) -> list[np.ndarray]:
+  """Optimizer coordinates of `base` with `name` set to each value (each checked against the box)."""
   index = hg.layout.index(name)      # an unknown name: an error that lists the layout's names
   low, high = hg.layout.low[index], hg.layout.high[index]
   points = []
   for value in values:
     if not low <= value <= high:
       raise ValueError(f"--values: {name}={value} is outside its box [{low:g}, {high:g}]")
-    beta = np.array(beta0, np.float64)
+    beta = np.array(base, np.float64)
     beta[index] = value
     points.append(np.asarray(hg.layout.to_coords(beta, hg.outer.coordinates)))
   return points
@@ -103,10 +118,30 @@ def paired_row(values_by_key: np.ndarray, reference: int) -> tuple[np.ndarray, n
   return diff.mean(axis=0), se
 
 
+def restore_run(hg, like, run_dir: str, step: int):
+  """The state a run checkpointed at `step` (-1: its latest), and that step."""
+  checkpointer = Checkpointer(run_dir)
+  try:
+    steps = checkpointer.all_steps()
+    if not steps or (step >= 0 and step not in steps):
+      raise ValueError(f"--from_run={run_dir}: no checkpoint at step {step} (it has {steps})")
+    step = steps[-1] if step < 0 else step
+    state, _ = checkpointer.restore(like, step)
+  finally:
+    checkpointer.close()
+  return state, step
+
+
 def main():
   determinism.require_deterministic_gpu()   # the points are paired by their keys
-  config, task_module = common.task_config(_CONFIG.value)
-  config.seed = _SEED.value
+  from_run = os.path.expanduser(_FROM_RUN.value)
+  if from_run:
+    if _FLAGS["warm_steps"].present or _FLAGS["seed"].present:
+      raise ValueError("--from_run takes the run's network and seed: drop --warm_steps and --seed")
+    config, task_module = common.task_config(evaluate.load_config(from_run))
+  else:
+    config, task_module = common.task_config(_CONFIG.value)
+    config.seed = _SEED.value
   task, _ = task_module.build(config)
   hg = task.hg
   values = [float(v) for v in _VALUES.value]
@@ -114,21 +149,30 @@ def main():
   if not values or min(horizons) < 1 or _REPEATS.value < 1 or _SHORT_REPEATS.value < 0:
     raise ValueError("need at least one value, horizons >= 1, --repeats >= 1 and "
                      "--short_repeats >= 0")
-  beta0 = np.asarray(task.beta0, np.float64)
   start = time.perf_counter()
   state = hg.init(task.beta0, task.params0)
+  u_beta0 = np.asarray(state.u)
+  if from_run:
+    state, from_step = restore_run(hg, state, from_run, _FROM_STEP.value)
+    origin = f"{from_run} at step {from_step}"
+  else:
+    origin = f"{_WARM.value} warm-up steps at beta0"
+  if from_run:                       # the checkpoint's beta; else beta0 exactly, as before
+    base = np.asarray(hg.layout.from_coords(np.asarray(state.u, np.float64), hg.outer.coordinates))
+  else:
+    base = np.asarray(task.beta0, np.float64)
   # Bad input fails here, not after the warm-up.
   if _TOWARD.value:
     line = f"fraction of {_TOWARD.value}'s move"
-    points = run_line(hg, np.asarray(state.u), os.path.expanduser(_TOWARD.value), values)
-    at_beta0 = 0.0
+    points = run_line(hg, u_beta0, os.path.expanduser(_TOWARD.value), values)
+    base_value = 0.0                  # fraction 0 is beta0, wherever the network was trained
   else:
     line = _DIMENSION.value
-    points = dimension_line(hg, beta0, _DIMENSION.value, values)
-    at_beta0 = float(beta0[hg.layout.index(_DIMENSION.value)])
-  reference = int(np.argmin(np.abs(np.asarray(values) - at_beta0)))
-  warm_key = jax.random.key(_SEED.value)
-  for _ in range(_WARM.value):        # the loop's keys: fold_in(key(seed), step) inside the step
+    points = dimension_line(hg, base, _DIMENSION.value, values)
+    base_value = float(base[hg.layout.index(_DIMENSION.value)])
+  reference = int(np.argmin(np.abs(np.asarray(values) - base_value)))
+  warm_key = jax.random.key(config.seed)
+  for _ in range(0 if from_run else _WARM.value):   # keys: fold_in(key(seed), step) in the step
     state, _ = hg.train_step(state, warm_key)
   warm_s = time.perf_counter() - start
   # L[kind][horizon][repeat][value]
@@ -147,8 +191,9 @@ def main():
       else:
         short_l[r, j] = branch(hg, moved, key, [1])["raw"][0]
   task.generator.close()
-  out = {"line": line, "values": values, "beta0_value": at_beta0,
-         "reference_value": values[reference], "warm_steps": _WARM.value, "seed": _SEED.value,
+  out = {"line": line, "values": values, "base_value": base_value,
+         "reference_value": values[reference], "from": origin,
+         "warm_steps": 0 if from_run else _WARM.value, "seed": int(config.seed),
          "inner_steps": hg.inner.steps, "horizons": horizons, "repeats": _REPEATS.value,
          "horizon1_keys": short_l.shape[0], "warm_s": round(warm_s, 1),
          "seconds": round(time.perf_counter() - start, 1)}
@@ -163,7 +208,7 @@ def main():
       out["long"][kind][str(horizon)] = {"L": by_horizon[h].mean(axis=0).tolist(),
                                          "minus_reference": mean_h.tolist(), "se": se_h.tolist()}
   header = " ".join(f"{v:>14.3g}" for v in values)
-  print(f"{line} (beta0 {at_beta0:.3g}); L minus L at {values[reference]:.3g}, "
+  print(f"{line} (from {origin}: {base_value:.3g}); L minus L at {values[reference]:.3g}, "
         f"mean +- s.e. over paired keys; K = {hg.inner.steps} inner steps per global step")
   print(f"{'':<26}{header}")
 

@@ -125,7 +125,8 @@ def test_line_benchmark_pairs_values_over_shared_keys(monkeypatch):
 
 
 def test_line_benchmark_follows_a_runs_move(tmp_path, monkeypatch):
-  """--toward: the line from beta0 along a finished hybrid run's move (fraction 0 is beta0)."""
+  """--toward: the line from beta0 along a finished hybrid run's move (fraction 0 is beta0),
+  from a warm-up at beta0 and (--from_run) from the run's own checkpoint."""
   monkeypatch.delenv("HGRAD_MBII_DIR", raising=False)
   run_dir = _smoke_run(tmp_path, warmup_steps=1, outer_steps=2)
   out = _run("benchmarks.line", "--config=configs/mbii.py:smoke", f"--toward={run_dir}",
@@ -138,6 +139,20 @@ def test_line_benchmark_follows_a_runs_move(tmp_path, monkeypatch):
                         "--config.csg.layout=lighting", f"--toward={run_dir}", "--warm_steps=1"],
                        cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
   assert bad.returncode != 0 and "differ from the config's" in bad.stderr
+  # --from_run: the same line, branched from the run's last checkpoint (its moved network)
+  steps = sorted(int(s) for s in os.listdir(os.path.join(run_dir, "checkpoints")))
+  out = _run("benchmarks.line", f"--from_run={run_dir}", f"--toward={run_dir}", "--values=0,1",
+             "--horizons=1", "--repeats=1", "--short_repeats=1")
+  branched = json.loads(out.strip().splitlines()[-1])
+  assert branched["from"] == f"{run_dir} at step {steps[-1]}" and branched["warm_steps"] == 0
+  assert branched["reference_value"] == 0.0 and branched["horizon1"]["minus_reference"][0] == 0.0
+  assert branched["horizon1"]["L"] != figures["horizon1"]["L"]   # another network, same keys
+  for flag, names in [("--from_step=12345", "no checkpoint at step 12345"),
+                      ("--seed=3", "drop --warm_steps and --seed")]:
+    bad = subprocess.run([sys.executable, "-m", "benchmarks.line", f"--from_run={run_dir}",
+                          f"--toward={run_dir}", flag], cwd=REPO_ROOT, capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode != 0 and names in bad.stderr, bad.stderr[-2000:]
 
 
 @pytest.mark.parametrize("flag, names", [("--values=0.7", "ambient_mean=0.7 is outside"),
