@@ -123,7 +123,9 @@ def restore_run(hg, like, run_dir: str, step: int):
   checkpointer = Checkpointer(run_dir)
   try:
     steps = checkpointer.all_steps()
-    if not steps or (step >= 0 and step not in steps):
+    if not steps:
+      raise ValueError(f"--from_run={run_dir} holds no checkpoint yet")
+    if step >= 0 and step not in steps:
       raise ValueError(f"--from_run={run_dir}: no checkpoint at step {step} (it has {steps})")
     step = steps[-1] if step < 0 else step
     state, _ = checkpointer.restore(like, step)
@@ -152,14 +154,12 @@ def main():
   start = time.perf_counter()
   state = hg.init(task.beta0, task.params0)
   u_beta0 = np.asarray(state.u)
-  if from_run:
+  if from_run:                       # the checkpoint's network and beta
     state, from_step = restore_run(hg, state, from_run, _FROM_STEP.value)
     origin = f"{from_run} at step {from_step}"
-  else:
-    origin = f"{_WARM.value} warm-up steps at beta0"
-  if from_run:                       # the checkpoint's beta; else beta0 exactly, as before
     base = np.asarray(hg.layout.from_coords(np.asarray(state.u, np.float64), hg.outer.coordinates))
-  else:
+  else:                              # beta0 exactly, not its float32 round trip
+    origin = f"{_WARM.value} warm-up steps at beta0"
     base = np.asarray(task.beta0, np.float64)
   # Bad input fails here, not after the warm-up.
   if _TOWARD.value:
