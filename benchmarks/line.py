@@ -118,22 +118,6 @@ def paired_row(values_by_key: np.ndarray, reference: int) -> tuple[np.ndarray, n
   return diff.mean(axis=0), se
 
 
-def restore_run(hg, like, run_dir: str, step: int):
-  """The state a run checkpointed at `step` (-1: its latest), and that step."""
-  checkpointer = Checkpointer(run_dir)
-  try:
-    steps = checkpointer.all_steps()
-    if not steps:
-      raise ValueError(f"--from_run={run_dir} holds no checkpoint yet")
-    if step >= 0 and step not in steps:
-      raise ValueError(f"--from_run={run_dir}: no checkpoint at step {step} (it has {steps})")
-    step = steps[-1] if step < 0 else step
-    state, _ = checkpointer.restore(like, step)
-  finally:
-    checkpointer.close()
-  return state, step
-
-
 def main():
   determinism.require_deterministic_gpu()   # the points are paired by their keys
   from_run = os.path.expanduser(_FROM_RUN.value)
@@ -155,8 +139,12 @@ def main():
   state = hg.init(task.beta0, task.params0)
   u_beta0 = np.asarray(state.u)
   if from_run:                       # the checkpoint's network and beta
-    state, from_step = restore_run(hg, state, from_run, _FROM_STEP.value)
-    origin = f"{from_run} at step {from_step}"
+    checkpointer = Checkpointer(from_run)   # an unknown step: an error that lists the saved ones
+    try:
+      state, _ = checkpointer.restore(state, None if _FROM_STEP.value < 0 else _FROM_STEP.value)
+    finally:
+      checkpointer.close()
+    origin = f"{from_run} at step {int(state.step)}"
     base = np.asarray(hg.layout.from_coords(np.asarray(state.u, np.float64), hg.outer.coordinates))
   else:                              # beta0 exactly, not its float32 round trip
     origin = f"{_WARM.value} warm-up steps at beta0"

@@ -31,9 +31,6 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def all_steps(self) -> list[int]:
-    return sorted(self._manager.all_steps())
-
   def save(self, step: int, state: Any, meta: dict) -> None:
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
@@ -45,9 +42,12 @@ class Checkpointer:
     `like=None` restores the saved tree as nested dicts of arrays (field names
     as keys): enough to read, e.g., the network parameters without the task.
     """
-    step = self.latest_step() if step is None else step
     if step is None:
-      raise FileNotFoundError(f"no checkpoint under {self.directory}")
+      step = self.latest_step()
+      if step is None:
+        raise FileNotFoundError(f"no checkpoint under {self.directory}")
+    elif step not in (saved := sorted(self._manager.all_steps())):
+      raise FileNotFoundError(f"no checkpoint at step {step} under {self.directory} (it has {saved})")
     target = None if like is None else jax.tree.map(lambda x: x, like)
     try:
       restored = self._manager.restore(step, args=ocp.args.Composite(
