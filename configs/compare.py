@@ -5,9 +5,9 @@
 
 ARG is TASK or TASK_smoke with TASK in mbii (default), nyu, face:
   mbii        hybrid gradient, Basic Random Search, Shape Evolution, fixed beta0 (Table 2, Fig. 4)
-              at cpu scale, 3 seeds, plus the 10-beta ablation (Table 1): many hours on 2 cores
+              at cpu scale, 3 seeds, from beta0 (from random beta: configs/table1.py)
   nyu, face   random beta, Basic Random Search, hybrid gradient (Tables 3 and 4), 3 seeds
-  *_smoke     tiny sizes, one seed, no ablation (the tests run them)
+  *_smoke     tiny sizes, one seed (the tests run them)
 """
 
 import ml_collections
@@ -30,12 +30,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = task
   config.base = _BASES[task].get_config("smoke" if smoke else "cpu")
   config.seeds = [0] if smoke else [0, 1, 2]
-  config.ablation = ml_collections.ConfigDict({"num_betas": 0, "seed": 1234})
   add_baselines(config.base, task, smoke)
   if task == "mbii":
     config.methods = ["hybrid", "random_search", "evolution", "fixed"]
-    if not smoke:
-      config.ablation.num_betas = 10
   else:
     config.methods = ["random_beta", "random_search", "hybrid"]
   return config

@@ -92,7 +92,7 @@ def _plain_schedule(steps: int) -> dict:
           "time_budget_s": 0.0}
 
 
-def _variant(config, arm: str) -> dict | None:
+def variant(config, arm: str) -> dict | None:
   """The overrides of a `hybrid_NAME` arm (None for the built-in arms)."""
   if arm in ARMS:
     return None
@@ -123,7 +123,7 @@ def _oracle_beta(config) -> list[float]:
   return [float(b) for b in beta_star]
 
 
-def _label(arm: str) -> str:
+def label(arm: str) -> str:
   return LABELS.get(arm) or f"hybrid gradient, {arm[len('hybrid_'):]}"
 
 
@@ -142,7 +142,7 @@ def _budget_steps(config) -> int:
 def run_arm(config, arm: str, seed: int, workdir: str) -> dict:
   """One (arm, seed) run; retrain needs the same seed's finished hybrid run, and so does
   fixed_time unless config.timing_run or config.fixed_time_steps gives its budget."""
-  overrides = _variant(config, arm)
+  overrides = variant(config, arm)
   base = config.base
   if overrides is not None:
     base = copy.deepcopy(config.base)
@@ -178,8 +178,9 @@ def score(results: dict, workdir: str, last_k: int) -> dict:
   """The numbers a study compares for one run."""
   split = compare.split_of(results)
   values = [r["L"] for r in loop.read_metrics(workdir) if "L" in r]
-  out = {"final_L": results[split]["image_mean"]["mae" if "mae" in results[split]["image_mean"]
-                                                  else "rmse_log"],
+  image_mean = results[split]["image_mean"]
+  out = {"final_L": image_mean["mae" if "mae" in image_mean else "rmse_log"],
+         "image_mean": image_mean,
          "last_k_L": float(np.mean(values[-last_k:])), "steps": results["steps"],
          "elapsed_s": results["elapsed_s"], "L_noise": evaluation_noise(values[-2 * last_k:])}
   if "synthetic" in results:
@@ -273,7 +274,7 @@ def table(summary: dict) -> str:
            "|---|---|---|---|---|---|---|" + ("---|" if synthetic else "")]
   for arm, entry in arms.items():
     s = entry["scores"]
-    row = (f"| {_label(arm)} | {','.join(map(str, entry['seeds']))} | "
+    row = (f"| {label(arm)} | {','.join(map(str, entry['seeds']))} | "
            f"{_mean_se([x['final_L'] for x in s])} | "
            f"{_mean_se([x['last_k_L'] for x in s])} | "
            f"{_mean_se([x.get('L_noise', np.nan) for x in s])} | {_mean_se([x['steps'] for x in s])} | "
@@ -291,7 +292,7 @@ def table(summary: dict) -> str:
       entry = arms[arm]
       cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
                         if "per_dimension" in s]) for n in summary["moved_dimensions"]]
-      lines.append(f"| {_label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
+      lines.append(f"| {label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
   lines += ["", "Paired differences (arm − reference; negative = arm better), 95% intervals "
             "(at under ~10 seeds the bootstrap interval is too narrow: read the t interval). "
             "Seeds to resolve: paired seeds at which a difference of this mean and spread has a "
@@ -309,18 +310,21 @@ def table(summary: dict) -> str:
 
 
 def figure(curves: dict[str, list[dict]], path: str) -> None:
-  """L against steps and against wall time: per arm the mean over seeds and a ± se band."""
-  fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+  """L against steps, wall time and CPU time (the paper's Fig. 4 axes): per arm the mean over
+  seeds and a ± se band."""
+  fig, axes = plt.subplots(1, 3, figsize=(17, 4))
   for index, (arm, runs) in enumerate(curves.items()):
-    for ax, axis in zip(axes, ("step", "wall")):
+    for ax, axis in zip(axes, ("step", "wall", "cpu")):
       length = min(len(c["L"]) for c in runs)
       x = np.mean([c[axis][:length] for c in runs], axis=0)
       values = np.array([c["L"][:length] for c in runs])
       mean = values.mean(0)
       se = values.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean
-      ax.plot(x, mean, color=f"C{index}", label=_label(arm), linewidth=1.2)
+      ax.plot(x, mean, color=f"C{index}", label=label(arm), linewidth=1.2)
       ax.fill_between(x, mean - se, mean + se, color=f"C{index}", alpha=0.2)
-  plots.finish(fig, axes, ("global step", "wall time (s)"), "validation L", path)
+  plots.finish(fig, axes, ("global step", "wall time (s)",
+                           "CPU time (s, this process and the render workers)"),
+               "validation L", path)
 
 
 def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
@@ -334,7 +338,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
     if repeated:   # one pair per (arm, seed): a repeat would run or score it twice
       raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])}")
   for arm in config.arms:
-    _variant(config, arm)                 # unknown arms fail before any run starts
+    variant(config, arm)                 # unknown arms fail before any run starts
   needs_hybrid = (set(config.arms) & set(NEEDS_HYBRID)) - (
       {"fixed_time"} if _budget_steps(config) or config.get("timing_run") else set())
   if needs_hybrid and "hybrid" not in config.arms:
@@ -384,7 +388,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   first = next((entry["scores"][0].get("per_dimension", {}) for arm, entry in arms.items()
                 if arm not in STARTS_ELSEWHERE), {})
   summary = {"moved_dimensions": [n for n, v in first.items() if "progress" in v],
-             "name": config.name, "task": config.task, "split": scored_on, "metric": metric,
+             "name": config.name, "workdir": workdir, "task": config.task, "split": scored_on, "metric": metric,
              "seeds": list(config.seeds), "last_k": config.last_k, "arms": arms,
              "differences": differences}
   with open(os.path.join(workdir, "study.json"), "w") as f:

@@ -18,7 +18,7 @@ def test_compare_smoke_writes_all_files_with_a_row_per_method(tmp_path):
        f"--workdir={tmp_path}", f"--config.base.data.dir={data_dir}"],
       cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-4000:]
-  for name in ("table1.md", "table2.md", "fig4.png", "compare.json"):
+  for name in ("table2.md", "fig4.png", "compare.json"):
     assert os.path.getsize(os.path.join(tmp_path, name)) > 0, name
   with open(os.path.join(tmp_path, "table2.md")) as f:
     table = f.read()

@@ -133,3 +133,61 @@ def test_bad_outer_config_values_are_named():
     outer.OuterConfig(coordinates="logits")
   with pytest.raises(ValueError, match="OuterConfig.optimizer"):
     outer.OuterConfig(optimizer="lion")
+
+
+# --- The random-beta prior (the paper's Table 1 starts) -----------------------------------
+
+def test_prior_draws_inside_the_box_reproducibly_per_seed():
+  from hgrad.generators.csg import CSG_LIGHTING_LAYOUT
+  for layout in (CSG_LAYOUT, CSG_LIGHTING_LAYOUT):
+    betas = layout.sample(3, 500)
+    assert betas.shape == (500, layout.dim) and betas.dtype == np.float32
+    assert np.all((betas >= layout.low) & (betas <= layout.high))
+    np.testing.assert_array_equal(layout.sample(3, 500), betas)
+    assert not np.array_equal(layout.sample(4, 500), betas)
+  np.testing.assert_array_equal(CSG_LAYOUT.sample(np.random.default_rng(7), 5),
+                                CSG_LAYOUT.sample(7, 5))
+  with pytest.raises(ValueError, match="n must be a whole number"):
+    CSG_LAYOUT.sample(0, -1)
+
+
+def test_prior_has_its_documented_moments():
+  """Dirichlet(1) per rule, log-uniform variances, uniform elsewhere: means and variances
+  over 200,000 draws within 4 standard errors."""
+  n = 200_000
+  betas = CSG_LAYOUT.sample(0, n).astype(np.float64)
+  low, high = CSG_LAYOUT.low.astype(np.float64), CSG_LAYOUT.high.astype(np.float64)
+  groups = CSG_LAYOUT.weight_groups
+  assert {g: i.tolist() for g, i in groups.items()} == {"primitive": [0, 1, 2, 3],
+                                                        "operation": [4, 5]}
+  for indices in groups.values():
+    k = len(indices)
+    np.testing.assert_allclose(betas[:, indices].sum(1), 1.0, atol=1e-5)
+    mean, var = 1 / k, (k - 1) / (k * k * (k + 1))
+    for i in indices:
+      assert abs(betas[:, i].mean() - mean) < 4 * np.sqrt(var / n)
+      assert abs(betas[:, i].var() - var) < 0.02 * var
+  for i, spec in enumerate(CSG_LAYOUT.specs):
+    if spec.kind == "weight":
+      continue
+    if spec.log_scale:      # log beta is uniform on [log low, log high]
+      logs = np.log(betas[:, i])
+      mean, var = (np.log(low[i]) + np.log(high[i])) / 2, (np.log(high[i] / low[i])) ** 2 / 12
+      assert abs(betas[:, i].mean() - (high[i] - low[i]) / np.log(high[i] / low[i])) < 0.01
+      values = logs
+    else:
+      mean, var = (low[i] + high[i]) / 2, (high[i] - low[i]) ** 2 / 12
+      values = betas[:, i]
+    assert abs(values.mean() - mean) < 4 * np.sqrt(var / n), spec.name
+    assert abs(values.var() - var) < 0.02 * var, spec.name
+
+
+def test_every_prior_draw_renders(csg_gen):
+  """The ten starts of the Table 1 protocol's default draw render objects, not empty frames."""
+  import configs.table1 as table1_configs
+  config = table1_configs.get_config("synthetic")
+  betas = CSG_LAYOUT.sample(config.table1.prior_seed, config.table1.num_betas)
+  samples = csg_gen.render(betas, np.arange(len(betas)))
+  masks = np.asarray(samples.mask).reshape(len(betas), -1)
+  assert np.all(masks.mean(1) > 0.02), masks.mean(1)
+  assert np.all(np.isfinite(np.asarray(samples.normals)))

@@ -163,33 +163,8 @@ def fig4(curves: dict[str, list[dict]], path: str) -> None:
                "validation L", path)
 
 
-def ablation(config, workdir: str) -> tuple[str, dict]:
-  """Table 1: random fixed betas (best / median / worst), then hybrid gradient from each."""
-  layout = registry.layout(config.base)
-  rng = np.random.default_rng(config.ablation.seed)
-  betas = rng.uniform(layout.low, layout.high, (config.ablation.num_betas, layout.dim))
-  fixed = [run_method(config.task, config.base, "fixed", config.seeds[0],
-                      os.path.join(workdir, "ablation", f"fixed{i}"), beta)
-           for i, beta in enumerate(betas)]
-  split = split_of(fixed[0])
-  maes = np.array([r[split]["image_mean"]["mae"] for r in fixed])
-  order = np.argsort(maes)
-  picks = {"best": int(order[0]), "median": int(order[len(order) // 2]), "worst": int(order[-1])}
-  lines = [f"Table 1 analogue: fixed random beta vs hybrid gradient from it ({split} split, "
-           f"image-mean MAE °; {len(betas)} betas drawn uniformly from the box).", "",
-           "| start | fixed beta | hybrid gradient from it |", "|---|---|---|"]
-  out = {"fixed_mae": maes.tolist(), "picks": picks}
-  for name, index in picks.items():
-    hg = run_method(config.task, config.base, "hybrid", config.seeds[0],
-                    os.path.join(workdir, "ablation", f"hybrid_from_{name}"), betas[index])
-    out[f"hybrid_from_{name}"] = hg[split]["image_mean"]["mae"]
-    lines.append(f"| {name} of {len(betas)} | {maes[index]:.2f} | "
-                 f"{hg[split]['image_mean']['mae']:.2f} |")
-  return "\n".join(lines) + "\n", out
-
-
 def run(config, workdir: str) -> dict:
-  """All methods x seeds, the ablation, and the four output files."""
+  """All methods x seeds and the output files (Table 1's random starts: hgrad.random_starts)."""
   os.makedirs(workdir, exist_ok=True)
   per_method: dict[str, list[dict]] = {}
   curves: dict[str, list[dict]] = {}
@@ -217,12 +192,6 @@ def run(config, workdir: str) -> dict:
       entry["time_to_target"] = [time_to_target(c, target)
                                  for c, target in zip(curves[method], brs_final)]
     summary["methods"][method] = entry
-  if config.ablation.num_betas > 0:
-    table, summary["ablation"] = ablation(config, workdir)
-  else:
-    table = "Table 1 analogue: ablation disabled (ablation.num_betas = 0).\n"
-  with open(os.path.join(workdir, "table1.md"), "w") as f:
-    f.write(table)
   with open(os.path.join(workdir, "compare.json"), "w") as f:
     json.dump(summary, f, indent=2)
   return summary

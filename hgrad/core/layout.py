@@ -21,6 +21,9 @@ class ParamSpec(NamedTuple):
   normalizes them) or "probability" (a Bernoulli probability); in "logit"
   coordinates the optimizer moves a weight's logarithm (softmax logits up to a
   constant) and a probability's logit.
+  `group`: for a weight, the rule it belongs to; the weights of one group are
+  one categorical choice (the generator normalizes them together, the prior
+  draws them together). Weights without a group form one group.
   """
 
   name: str
@@ -30,6 +33,7 @@ class ParamSpec(NamedTuple):
   doc: str = ""
   log_scale: bool = False
   kind: str = ""
+  group: str = ""
 
 
 class ParamLayout:
@@ -56,6 +60,11 @@ class ParamLayout:
     if bad.size:
       raise ValueError(f"{name}: kind must be one of {KINDS} for {self.describe(bad)}")
     self.kind = kinds
+    groups = {}
+    for i, spec in enumerate(self.specs):
+      if spec.kind == "weight":
+        groups.setdefault(spec.group, []).append(i)
+    self.weight_groups = {group: np.array(indices) for group, indices in groups.items()}
     bad = np.nonzero((kinds != "") & ((self.low < 0) | (self.high > 1)))[0]
     if bad.size:
       raise ValueError(f"{name}: a weight or probability must lie in [0, 1]: {self.describe(bad)}")
@@ -141,6 +150,48 @@ class ParamLayout:
   def unit_distance(self, beta_a, beta_b) -> float:
     """Euclidean distance in unit-box coordinates (how far a run moved beta, or is from beta*)."""
     return float(np.linalg.norm(self.to_unit(np.asarray(beta_a)) - self.to_unit(np.asarray(beta_b))))
+
+  def sample(self, seed, n: int) -> np.ndarray:
+    """n betas drawn from the layout's random-beta prior, inside the box.
+
+    The paper's Table 1 "samples values of beta in advance"; this is that
+    distribution, the same for every layout, read off each dimension's spec:
+
+    * a rule's weights (``kind="weight"``, one ``group``): jointly from the
+      flat Dirichlet, Dir(1, ..., 1), uniform over the simplex: each of k
+      weights has mean 1/k and variance (k - 1) / (k^2 (k + 1));
+    * a ``log_scale`` dimension (a variance): log-uniform on [low, high],
+      mean (high - low) / ln(high / low);
+    * every other dimension (probabilities, means, angles): uniform on
+      [low, high], mean (low + high) / 2, variance (high - low)^2 / 12.
+
+    A weight whose box ends below 1 is clipped to it.
+
+    Args:
+      seed: an int, a sequence of ints or a ``np.random.Generator``; the same
+        seed draws the same betas.
+      n: how many betas.
+
+    Returns:
+      float32 array of shape (n, dim).
+
+    >>> layout = ParamLayout("toy", [ParamSpec("w_a", 0, 1, .5, kind="weight"),
+    ...                               ParamSpec("w_b", 0, 1, .5, kind="weight"),
+    ...                               ParamSpec("var", 1e-3, 1, .1, log_scale=True)])
+    >>> betas = layout.sample(0, 4)
+    >>> betas.shape, bool(np.allclose(betas[:, :2].sum(1), 1))
+    ((4, 3), True)
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+      raise ValueError(f"sample: n must be a whole number >= 0, got {n!r}")
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    uniform = rng.uniform(size=(n, self.dim))
+    betas = self.low + uniform * (self.high - self.low)
+    log_low, log_high = np.log(np.where(self.log_scale, self.low, 1.0)), np.log(self.high.clip(1e-30))
+    betas = np.where(self.log_scale, np.exp(log_low + uniform * (log_high - log_low)), betas)
+    for indices in self.weight_groups.values():
+      betas[:, indices] = rng.dirichlet(np.ones(len(indices)), size=n)
+    return self.clip(betas).astype(np.float32)
 
   def as_dict(self, beta) -> dict[str, float]:
     beta = np.asarray(beta, np.float64)

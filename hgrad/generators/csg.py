@@ -56,7 +56,9 @@ def _spec(name, low, high, default, doc):
   """Variances (`*_var`, `*_logvar`) are positive and relative: log scale for the optimizer;
   p_expand is a probability, the other p_* are rule weights (logits in "logit" coordinates)."""
   kind = "probability" if name == "p_expand" else "weight" if name.startswith("p_") else ""
-  return ParamSpec(name, low, high, default, doc, log_scale=name.endswith("var"), kind=kind)
+  group = ("operation" if name in ("p_union", "p_subtract") else "primitive") if kind == "weight" else ""
+  return ParamSpec(name, low, high, default, doc, log_scale=name.endswith("var"), kind=kind,
+                   group=group)
 
 
 CSG_LAYOUT = ParamLayout("csg", [

@@ -42,14 +42,14 @@ def _layout() -> ParamLayout:
   k = mixtures.COMPONENTS
   coef_names = [f"{g}{j}" for g in GROUPS for j in range(PER_GROUP)]
   specs = [ParamSpec(f"coef_w{c}", 0.0, 1.0, 1.0 / k, f"weight of coefficient component {c}",
-                     kind="weight") for c in range(k)]
+                     kind="weight", group="coef") for c in range(k)]
   specs += [ParamSpec(f"coef_mean{c}_{n}", -3.0, 3.0, (c - 1) * 0.5,
                       f"component {c}: mean of {n} (in prior standard deviations)")
             for c in range(k) for n in coef_names]
   specs += [ParamSpec(f"coef_var{c}_{n}", 0.01, 4.0, 1.0, f"component {c}: variance of {n}")
             for c in range(k) for n in coef_names]
   specs += [ParamSpec(f"pose_w{c}", 0.0, 1.0, 1.0 / k, f"weight of pose component {c}",
-                      kind="weight") for c in range(k)]
+                      kind="weight", group="pose") for c in range(k)]
   specs += [ParamSpec(f"pose_mean{c}_{a}", -np.pi / 2, np.pi / 2, (c - 1) * 0.2 if a == "yaw" else 0.0,
                       f"component {c}: mean {a} (rad)") for c in range(k) for a in ANGLES]
   specs += [ParamSpec(f"pose_kappa{c}_{a}", 0.5, 400.0, _DEFAULT_KAPPA[a],

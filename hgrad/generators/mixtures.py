@@ -30,7 +30,7 @@ def mixture_specs(name: str, kind: str, mean_range: tuple[float, float],
   """The 9 ParamSpecs of one mixture dimension: weights, means, spreads."""
   spread = "var" if kind == "gaussian" else "kappa"
   specs = [ParamSpec(f"{name}_w{k}", 0.0, 1.0, 1.0 / COMPONENTS,
-                     f"{doc}: weight of component {k}", kind="weight") for k in range(COMPONENTS)]
+                     f"{doc}: weight of component {k}", kind="weight", group=name) for k in range(COMPONENTS)]
   specs += [ParamSpec(f"{name}_mean{k}", mean_range[0], mean_range[1], float(mean_default[k]),
                       f"{doc}: mean of component {k}") for k in range(COMPONENTS)]
   specs += [ParamSpec(f"{name}_{spread}{k}", spread_range[0], spread_range[1], spread_default,
