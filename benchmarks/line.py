@@ -2,8 +2,8 @@
 
 The estimate descends L measured K inner steps after the data (one global
 step). Whether data that lowers that L also trains a better network later is
-the question behind the ambient overshoot (BUILD_NOTES, issue 11, "Moving only
-the light"). This measures it directly, with no estimator in between:
+the question behind the ambient overshoot (docs/results.md, "Moving only the
+light"). This measures it directly, with no estimator in between:
 
   1. train `--warm_steps` plain steps at beta0 (the study's warm-up; seed `--seed`);
   2. from that network, for each value v on the line, train at beta(v) and

@@ -1,4 +1,4 @@
-"""Signals with no horizon: the hybrid gradient of a matching objective (issue 11).
+"""Signals with no horizon: the hybrid gradient of a matching objective.
 
 Meta-Sim and dataset distillation by distribution matching (Zhao & Bilen 2023)
 tune data so that its features match the target's, instead of asking how a
@@ -24,7 +24,7 @@ gives it, at networks of every age rather than the one co-trained network:
 l the task's training loss, cosines per output channel. The networks are
 drawn anew at every evaluation (a new key), so G rewards data that points
 training the target's way from anywhere, not data that helps one network's
-next K steps (the greedy K-step objective measured in BUILD_NOTES). dG/dX
+next K steps (the greedy K-step objective: docs/results.md). dG/dX
 differentiates through the weight gradient (second order, as the unroll).
 
 On the task's target (the synthetic beta* where no data is configured), the

@@ -8,7 +8,7 @@ group and across the groups (mean pairwise cosine), the cosine of the two
 groups' mean moves, and, for runs on a synthetic target, the cosine of each
 move with the way from beta0 to that run's beta*. If the moves across two
 targets agree as much as within one, the direction does not come from the
-target (BUILD_NOTES, issue 11, "Does beta follow the target?").
+target (docs/results.md, "Does beta follow the target?").
 
   python -m benchmarks.moves --runs="~/hgrad-runs/study_cpu_cheap/hybrid/seed*" \\
       --against="~/hgrad-runs/study_flipped/hybrid/seed*"

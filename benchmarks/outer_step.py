@@ -1,6 +1,6 @@
-"""Does the outer step overlap its perturbed renders with the unroll? (issue 13)
+"""Does the outer step overlap its perturbed renders with the unroll?
 
-  python -m benchmarks.outer_step [--config=configs/mbii.py:cpu] [--steps=2] [--pin]
+  python -m benchmarks.outer_step [--config=configs/mbii.py:paper_cpu] [--steps=2] [--pin]
 
 Times, in one process and on the same beta: the jitted outer step with overlap
 (`config.render.overlap`), the same step without it, render-only (the step's
@@ -16,7 +16,7 @@ Cores share caches and memory bandwidth, so a render and an unroll that run
 at the same time each take longer than alone. `concurrent_render_s` and
 `concurrent_unroll_s` time the two running side by side (no jit step, two
 threads); `contention_ratio` = outer_s / max of those is how close the step
-comes to the best this machine allows.
+comes to the best the machine allows.
 """
 
 import concurrent.futures
@@ -29,7 +29,7 @@ from ml_collections import config_flags
 
 from experiments import script
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/mbii.py:cpu", "Task config.")
+_CONFIG = config_flags.DEFINE_config_file("config", "configs/mbii.py:paper_cpu", "Task config.")
 _STEPS = flags.DEFINE_integer("steps", 2, "Timed repetitions of each measurement (median).")
 _PIN = flags.DEFINE_bool("pin", False, "Render workers on one core, XLA on the others.")
 

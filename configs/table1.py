@@ -28,11 +28,8 @@ not hold it there. EMA + flip evaluation for every arm.
 
 import ml_collections
 
+from configs import mbii as mbii_configs
 from configs import study as study_configs
-
-# The grammar's complexity and spread (expansion, operations, part scales, every variance):
-# the content variant keeps them at the start and moves the rest (m = 12, one per free dimension).
-COMPLEXITY = ("p_expand", "p_union", "p_subtract", "scale_*_logmean", "*var")
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
@@ -53,7 +50,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # Hybrid variants compared by `select` (arms "hybrid_NAME").
   config.variants = ml_collections.ConfigDict({
       "lr02": {"outer": {"learning_rate": 0.02}},
-      "content": {"outer": {"frozen": COMPLEXITY, "num_perturbations": 12}},
+      # the grammar's complexity and spread stay at the start (m = 12, one per free dimension)
+      "content": {"outer": {"frozen": mbii_configs.COMPLEXITY, "num_perturbations": 12}},
   })
   config.table1 = ml_collections.ConfigDict(dict(
       num_betas=10,

@@ -13,6 +13,7 @@ the metrics as JSON on its last line.
 import json
 
 from absl import flags
+from absl import logging
 
 from experiments import script
 from hgrad.tasks import evaluate
@@ -30,6 +31,7 @@ def main():
           "checkpoint_step": result["checkpoint_step"], **mean}
   if "pixel_pooled" in result and "mae" in result["pixel_pooled"]:
     line["pixel_pooled_mae"] = result["pixel_pooled"]["mae"]
+  logging.info("wrote %s", " and ".join(result["written"]))
   print(json.dumps(line))
 
 

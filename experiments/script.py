@@ -7,6 +7,7 @@ and exit code 2; HGRAD_DEBUG=1 shows the traceback instead.
 
 import ast
 import json
+import logging as std_logging
 import os
 import sys
 from typing import Callable
@@ -98,9 +99,16 @@ def _user_error(what: str, error: BaseException) -> None:
   sys.exit(2)
 
 
+HELP_FLAGS = ("--help", "-help", "-?", "--helpshort", "--helpfull", "--helpxml")
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
   try:
     rest = flags.FLAGS(argv)
+  except SystemExit as done:   # absl exits 1 after printing --help; help asked for is a success
+    if done.code == 1 and any(arg.split("=", 1)[0] in HELP_FLAGS for arg in argv[1:]):
+      sys.exit(0)
+    raise
   except Exception as error:   # noqa: BLE001 - flags.Error, a config file's or a field's error
     _user_error("bad flag: ", error)
   config = flags.FLAGS["config"].value if "config" in flags.FLAGS else None
@@ -110,6 +118,17 @@ def _parse_flags(argv: list[str]) -> list[str]:
         f"{', '.join(repeated)} given more than once: a repeated --config flag of a tuple "
         "field appends to its value instead of replacing it; give it once"))
   return rest
+
+
+# Start-up lines that say nothing about the run: PyOpenGL's optional C module, and JAX
+# probing for a TPU. Shown with HGRAD_DEBUG=1.
+QUIET_LOGGERS = ("OpenGL.acceleratesupport", "jax._src.xla_bridge")
+
+
+def _quiet_startup() -> None:
+  if not os.environ.get("HGRAD_DEBUG"):
+    for name in QUIET_LOGGERS:
+      std_logging.getLogger(name).setLevel(std_logging.WARNING)
 
 
 def run(main: Callable[[], None]) -> None:
@@ -136,6 +155,7 @@ def run(main: Callable[[], None]) -> None:
       if isinstance(error, USER_ERRORS + (RenderError, WorkdirInUse)):
         _user_error("", error)
       raise
+  _quiet_startup()
   app.run(_main, flags_parser=_parse_flags)
 
 
@@ -147,5 +167,9 @@ def task_script(task_name: str, variants: str) -> Callable[[], None]:
                                        "Run directory (resumes if it holds a run).")
 
   def main():
-    print(json.dumps(task.summary(task.run(config.value, workdir.value))))
+    summary = task.summary(task.run(config.value, workdir.value))
+    from absl import logging  # pylint: disable=g-import-not-at-top
+    logging.info("outputs in %s: results.json, curve.png, samples.png, metrics.jsonl, "
+                 "checkpoints/ (tensorboard --logdir %s)", workdir.value, workdir.value)
+    print(json.dumps(summary))
   return main

@@ -75,7 +75,7 @@ def _fixed_time_schedule(hybrid_dir: str) -> dict:
 
   No clock stop: on a machine shared with other runs a stop at the hybrid's
   time cut a fixed_time run at 791 of its 1019 steps, its learning rate not yet
-  decayed (BUILD_NOTES, issue 11); the time is measured once, alone, and spent
+  decayed; the time is measured once, alone, and spent
   as steps.
   """
   rows = loop.read_metrics(hybrid_dir)

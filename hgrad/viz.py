@@ -23,6 +23,10 @@ def depth_gray(depth_HxW: np.ndarray, mask_HxW: np.ndarray) -> np.ndarray:
   return np.where(on, scaled, 0.0)
 
 
+STRIP_COLUMNS = ("input", "normals", "depth", "mask")   # a sample strip, left to right
+GUTTER = 2                                               # pixels between the tiles of a grid
+
+
 def sample_strip(sample: Sample) -> np.ndarray:
   """One sample as input image | normals | depth | mask, float RGB in [0, 1]."""
   gray = lambda x: np.repeat(np.clip(x, 0, 1)[..., None], 3, axis=-1)  # noqa: E731
@@ -35,7 +39,7 @@ def sample_strip(sample: Sample) -> np.ndarray:
   ], axis=1)
 
 
-def grid(tiles: list[np.ndarray], columns: int, pad: int = 2) -> np.ndarray:
+def grid(tiles: list[np.ndarray], columns: int, pad: int = GUTTER) -> np.ndarray:
   """Lays equal-size RGB tiles out row by row with a white gutter."""
   h, w, _ = tiles[0].shape
   rows = -(-len(tiles) // columns)

@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from conftest import REPO_ROOT, mbii_train_dir
 from hgrad.baselines import compare
+
+pytestmark = pytest.mark.slow
 
 
 def test_compare_smoke_writes_all_files_with_a_row_per_method(tmp_path):

@@ -1,6 +1,7 @@
 """MIT-Berkeley loader: the SH convention check, framing, and clear errors on bad files."""
 
 import os
+import re
 import shutil
 
 import numpy as np
@@ -58,8 +59,20 @@ def test_missing_file_is_named(one_object):
 
 
 def test_missing_object_is_named(one_object):
+  with pytest.raises(mbii_data.DataError, match=r"lacks the object\(s\) \['box'\]"):
+    mbii_data.load(one_object, ["apple", "box"])
+  os.makedirs(os.path.join(one_object, "box"))
   with pytest.raises(mbii_data.DataError, match=r"missing file .*box/shading\.png"):
     mbii_data.load(one_object, ["apple", "box"])
+
+
+def test_the_datasets_root_gets_the_path_to_use(one_object, tmp_path):
+  """Pointed at the folder above the object folders (the dataset's root with train/ in it),
+  the error names the folder to use instead."""
+  train = tmp_path / "dataset" / "train"
+  shutil.copytree(os.path.join(one_object, "apple"), train / "apple")
+  with pytest.raises(mbii_data.DataError, match=f"use '{re.escape(str(train))}'"):
+    mbii_data.load(str(tmp_path / "dataset"), ["apple"])
 
 
 def test_corrupt_png_is_named(one_object):

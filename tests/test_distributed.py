@@ -14,6 +14,8 @@ from conftest import REPO_ROOT, mbii_train_dir
 
 from hgrad.core.distributed import DistributedConfig
 
+pytestmark = pytest.mark.slow
+
 
 def _free_port() -> int:
   with socket.socket() as s:

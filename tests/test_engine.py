@@ -108,6 +108,7 @@ def _toy_task(interrupt_at: int = -1) -> loop.Task:
                    evaluate=lambda params: {"L_final": float(hg.evaluate(params))})
 
 
+@pytest.mark.slow
 def test_run_loop_resumes_exactly_after_an_interrupt(tmp_path):
   schedule = loop.Schedule(warmup_steps=2, outer_steps=4, train_steps_per_outer=1, final_steps=2,
                            checkpoint_every=3, eval_every=2)

@@ -146,6 +146,7 @@ def test_smooth_generator_cosine_at_documented_m_and_sigma():
   assert jnp.all(cosines >= 0.9), cosines
 
 
+@pytest.mark.slow
 def test_more_directions_converge():
   beta = jnp.array([0.1, 0.0, -1.3, -0.2, 0.3, -1.4])
   exact = jax.grad(lambda b: _blob_loss(_blobs(b, None)))(beta)

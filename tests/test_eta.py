@@ -27,8 +27,7 @@ def test_an_unseen_outer_step_is_priced_from_the_plain_ones_then_measured():
   assert estimated and outer == pytest.approx(eta.OUTER_DEVICE_FACTOR * 1.4 + 59 * 0.1)
   schedule = Schedule(warmup_steps=4, outer_steps=10, train_steps_per_outer=2, final_steps=20)
   outer_left = schedule.outer_steps_from(4)
-  total, estimated = costs.remaining(outer_left, schedule.total_steps - 4 - outer_left,
-                                     fallback_s=99.0)
+  total, estimated = costs.remaining(outer_left, schedule.total_steps - 4 - outer_left)
   assert estimated and total == pytest.approx(10 * outer + 40 * 1.5)
   costs.add(_row("outer", 60.0))                    # compile
   costs.add(_row("outer", 12.0))
@@ -46,23 +45,37 @@ def test_a_resumed_run_prices_steps_from_its_history():
 
 def test_steps_compiled_ahead_all_count():
   costs = eta.StepCosts([], render_sets_per_outer=5, first_step_compiles=False)
-  costs.add(_row("warmup", 2.0))
+  for _ in range(eta.MIN_MEASURED):
+    costs.add(_row("warmup", 2.0))
   assert costs.cost("plain") == (pytest.approx(2.0), False)
+
+
+def test_no_number_until_a_kind_is_measured():
+  """A first slow step does not become an ETA of hours: 'estimating' until MIN_MEASURED."""
+  costs = eta.StepCosts([], render_sets_per_outer=5, first_step_compiles=False)
+  costs.add(_row("warmup", 40.0, overhead_s=30.0))
+  assert costs.remaining(10, 890) == (None, True)
+  assert eta.format_eta(*costs.remaining(10, 890)) == "estimating"
+  for _ in range(eta.MIN_MEASURED - 1):
+    costs.add(_row("warmup", 1.0))
+  total, estimated = costs.remaining(10, 890)
+  assert estimated and total is not None           # outer steps priced from the plain ones
+  assert costs.remaining(0, 890)[1] is False
 
 
 def test_the_work_between_steps_is_priced_by_its_mean():
   """L every 4th step costs 2 s: a median would say 0, the mean says 0.5 s a step."""
   history = [_row("warmup", 1.0, overhead_s=2.0 if i % 4 == 0 else 0.0) for i in range(8)]
   costs = eta.StepCosts(history, render_sets_per_outer=5)
-  total, estimated = costs.remaining(0, 10, fallback_s=99.0)
+  total, estimated = costs.remaining(0, 10)
   assert not estimated and total == pytest.approx(10 * 1.5)
 
 
 def test_a_time_budget_cuts_the_eta_short():
   costs = eta.StepCosts([_row("warmup", 1.0, overhead_s=1.0)] * 3, render_sets_per_outer=5)
-  total, _ = costs.remaining(0, 100, fallback_s=99.0, budget_left_s=10.0)
+  total, _ = costs.remaining(0, 100, budget_left_s=10.0)
   assert total == pytest.approx(20.0)      # 10 s of steps and the 10 s between them
-  assert costs.remaining(0, 100, fallback_s=99.0, budget_left_s=-3.0)[0] == 0.0
+  assert costs.remaining(0, 100, budget_left_s=-3.0)[0] == 0.0
 
 
 @pytest.mark.parametrize("schedule", [

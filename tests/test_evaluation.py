@@ -40,6 +40,7 @@ def test_flip_averaging_makes_the_prediction_mirror_equivariant():
                              atol=1e-5)
 
 
+@pytest.mark.slow
 def test_with_ema_L_is_the_averaged_network_and_the_run_delivers_it(tmp_path):
   """A smoke run (synthetic target) with inner.ema_decay: L, L_raw, L_unroll, and the results."""
   from configs import mbii as mbii_configs

@@ -89,6 +89,7 @@ def test_tensorboard_events_hold_the_metrics_beta_and_samples(smoke_run):
   assert ("samples", 10, True) in events
 
 
+@pytest.mark.slow
 def test_smoke_trajectory_is_unchanged_by_the_restructure(smoke_run, tmp_path):
   """The beta trajectory recorded before the issue-12 restructure (tests/data) is reproduced.
 
@@ -107,6 +108,7 @@ def test_smoke_trajectory_is_unchanged_by_the_restructure(smoke_run, tmp_path):
                              rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.slow
 def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_path):
   reference, data_dir, _ = smoke_run
   workdir = str(tmp_path / "resumed")
@@ -127,6 +129,7 @@ def test_kill_after_checkpoint_and_resume_reproduces_trajectory(smoke_run, tmp_p
       assert got["L"] == pytest.approx(want["L"], rel=1e-4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signame,exit_code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_saves_and_the_same_command_resumes(smoke_run, tmp_path, signame, exit_code):
   """SIGTERM (how a session's processes end) or SIGINT (Ctrl-C) to the process group:
@@ -145,6 +148,7 @@ def test_a_signal_saves_and_the_same_command_resumes(smoke_run, tmp_path, signam
   while time.time() < deadline and (not metrics.exists() or
                                     len(metrics.read_text().splitlines()) < 5):
     time.sleep(0.05)
+  signalled_at = time.time()
   os.killpg(proc.pid, getattr(signal, signame))
   _, stderr = proc.communicate(timeout=300)
   assert proc.returncode == exit_code, stderr[-3000:]
@@ -153,8 +157,10 @@ def test_a_signal_saves_and_the_same_command_resumes(smoke_run, tmp_path, signam
   assert f"interrupted by {signame}" in last and "saved step" in last and "resume" in last
   stopped_at = len(_metrics(tmp_path))
   assert stopped_at < 160
-  # The interim outputs: the curve so far and results marked partial (not a finished run).
+  # The interim outputs: the curve and the samples redrawn at the stop, results marked partial
+  # (not a finished run).
   assert (tmp_path / "curve.png").stat().st_size > 0
+  assert (tmp_path / "samples.png").stat().st_mtime >= signalled_at - 1.0
   partial = json.loads((tmp_path / "results.json").read_text())
   assert partial["partial"] and partial["interrupted"] == signame
   assert partial["steps"] == stopped_at and loop.finished_results(str(tmp_path)) is None
@@ -186,12 +192,13 @@ def _check_eta(rows, step, first_row_of_process=0):
   row = rows[step - 1]
   later = [r["phase"] for r in rows[step:]]
   outer_left = sum(kind == "outer" for kind in later)
-  want, _ = costs.remaining(outer_left, len(later) - outer_left, row["wall_s"])
+  want, _ = costs.remaining(outer_left, len(later) - outer_left)
   assert row["eta_s"] == pytest.approx(want, rel=1e-9)
   took_s = rows[-1]["time"] - row["time"]
   assert 1 / 3 < row["eta_s"] / took_s < 3, [(r["step"], r["eta_s"], r["time"]) for r in rows]
 
 
+@pytest.mark.slow
 def test_eta_at_warmup_step_10_prices_the_steps_left(smoke_run, tmp_path):
   """Step 10 is before any outer step: those are priced from the plain ones (and compiled
   ahead), the checkpoints and evaluations between steps by their mean."""
@@ -217,6 +224,7 @@ def _children(pid):
   return found
 
 
+@pytest.mark.slow
 def test_a_render_worker_killed_mid_run_leaves_the_trajectory_unchanged(smoke_run, tmp_path):
   import signal
   import time
@@ -278,6 +286,7 @@ def test_evaluate_scores_every_object_folder_of_a_directory(smoke_run, tmp_path)
   assert saved["per_image"]["mug"]["mae"] == pytest.approx(per_object["cup1"]["mae"], rel=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout", ["paper", "lighting"])
 def test_synthetic_default_runs_and_says_so(tmp_path, layout):
   """Also: beta0 and orthogonal directions set from the command line reach the run; under the

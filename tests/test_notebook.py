@@ -2,10 +2,14 @@
 
 import os
 
+import pytest
+
 import nbformat
 from nbclient import NotebookClient
 
 from conftest import REPO_ROOT, mbii_train_dir
+
+pytestmark = pytest.mark.slow
 
 
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):

@@ -11,6 +11,8 @@ import pytest
 from conftest import REPO_ROOT
 from test_nyu_bfm_data import _write_nyu
 
+pytestmark = pytest.mark.slow
+
 
 def _run(module, workdir, *overrides, env=None):
   result = subprocess.run([sys.executable, "-m", f"experiments.{module}",

@@ -47,6 +47,7 @@ def setup():
   generator.close()
 
 
+@pytest.mark.slow
 def test_outer_step_compiles_once_and_keeps_beta_in_box(setup):
   hg, params = setup
   beta0 = CSG_LAYOUT.default.copy()
@@ -69,6 +70,7 @@ def test_outer_step_compiles_once_and_keeps_beta_in_box(setup):
   assert history[0]["grad_cosine"] == 0.0      # no previous estimate yet
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlap", [False, True])
 def test_frozen_dimensions_stay_at_beta0_and_the_others_move(overlap):
   generator, hg, params = build(learning_rate=0.5, overlap=overlap, frozen=("p_*", "*_var"))
@@ -95,6 +97,7 @@ def test_frozen_patterns_are_checked():
     outer.OuterConfig(frozen="p_expand")
 
 
+@pytest.mark.slow
 def test_trust_region_holds_beta_near_beta0(setup):
   """The step is the unconstrained one pulled back onto the ball around beta0's u."""
   free_hg, params = setup
@@ -157,6 +160,7 @@ print("SHARDED_OK", l1, l4)
 """
 
 
+@pytest.mark.slow
 def test_sharded_outer_step_matches_one_device():
   # Four CPU devices also on a GPU machine; the caller's PYTHONPATH kept (packages there).
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
@@ -168,6 +172,7 @@ def test_sharded_outer_step_matches_one_device():
   assert "SHARDED_OK" in result.stdout, result.stderr[-4000:]
 
 
+@pytest.mark.slow
 def test_overlapped_renders_give_the_same_steps(num_workers=2):
   """Perturbed renders started before the unroll and collected after it: the same trajectory.
 

@@ -62,6 +62,7 @@ def _wait_dead(pid):
   raise TimeoutError(f"process {pid} still alive")
 
 
+@pytest.mark.slow
 def test_a_killed_worker_is_replaced_and_the_batch_is_unchanged(pool_class):
   pool = pool_class(CSGHost, CSGConfig(resolution=16), 2)
   try:
@@ -78,6 +79,7 @@ def test_a_killed_worker_is_replaced_and_the_batch_is_unchanged(pool_class):
     pool.close()
 
 
+@pytest.mark.slow
 def test_a_chunk_that_keeps_killing_workers_fails_naming_them(pool_class, monkeypatch):
   monkeypatch.setattr(pool_lib, "MAX_ATTEMPTS", 2)
   pool = pool_class(CrashingHost, None, 1)
@@ -88,6 +90,7 @@ def test_a_chunk_that_keeps_killing_workers_fails_naming_them(pool_class, monkey
   assert not pool.worker_pids          # closed
 
 
+@pytest.mark.slow
 def test_a_host_without_gl_fails_naming_both_platforms(pool_class, monkeypatch):
   """EGL first, then OSMesa (the user chose no platform); the error names both failures."""
   monkeypatch.delenv("PYOPENGL_PLATFORM", raising=False)

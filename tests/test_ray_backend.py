@@ -9,6 +9,8 @@ from hgrad.core.bridge import RenderConfig
 from hgrad.generators.csg import CSGConfig
 from hgrad.generators.csg_host import CSGHost, csg_generator
 
+pytestmark = pytest.mark.slow
+
 CONFIG = CSGConfig(resolution=32)
 
 

@@ -27,6 +27,7 @@ def smoke_study(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_study_writes_every_arm_with_paired_seeds_and_intervals(smoke_study):
   with open(smoke_study / "study.json") as f:
     summary = json.load(f)
@@ -43,6 +44,7 @@ def test_study_writes_every_arm_with_paired_seeds_and_intervals(smoke_study):
   assert "placebo" in (smoke_study / "study.md").read_text()
 
 
+@pytest.mark.slow
 def test_arms_are_paired_and_do_what_they_say(smoke_study):
   def rows(arm, seed=0):
     with open(smoke_study / arm / f"seed{seed}" / "metrics.jsonl") as f:
@@ -66,6 +68,7 @@ def test_arms_are_paired_and_do_what_they_say(smoke_study):
   assert timed[-1]["elapsed_s"] <= hybrid[-1]["elapsed_s"] + max(r["wall_s"] for r in timed)
 
 
+@pytest.mark.slow
 def test_a_variant_arm_runs_hybrid_with_its_overrides(smoke_study):
   with open(smoke_study / "hybrid_log_adam" / "seed0" / "config.json") as f:
     config = json.load(f)
@@ -104,7 +107,8 @@ def test_every_hybrid_variant_is_a_valid_training_config(variant):
     study._merge(base, overrides, f"hybrid_{name}")
     parsed[name] = mbii.parse_config(base)["outer"]
     outer.free_dimensions(mbii.layout_for(base), tuple(parsed[name].frozen))
-  assert parsed["content_trust"].trust_radius == 0.5 and parsed["content"].trust_radius == 0
+  assert parsed["content_trust"].trust_radius == 0.5
+  assert parsed["content"].trust_radius == config.base.outer.trust_radius   # the base's
   assert parsed["content_trust"].frozen == parsed["content"].frozen
   layout = mbii.layout_for(base)
   free = outer.free_dimensions(layout, tuple(parsed["light"].frozen))
@@ -169,6 +173,7 @@ def test_the_oracle_arm_trains_at_beta_star_and_only_where_it_is_known(monkeypat
     study.run(config, "/nonexistent")                  # before any run starts
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_study_redoes_nothing(smoke_study):
   before = {p: os.path.getmtime(p) for p in smoke_study.glob("*/seed*/results.json")}
   result = _study(smoke_study)
@@ -192,6 +197,7 @@ def test_seeds_to_resolve_matches_the_paired_t_test_power_tables():
   assert study.paired([1.0, 2.0, 3.0], [0.4, 1.5, 2.6])["seeds_to_resolve"] == 4   # d = 5
 
 
+@pytest.mark.slow
 def test_report_only_summarizes_finished_runs_and_pairs_common_seeds(smoke_study, tmp_path):
   import shutil
   import configs.study as study_configs

@@ -44,6 +44,7 @@ def _eval_loss_of_data(remat, dtype=jnp.float32, depth_weight=0.0):
   return loss_of_data, data
 
 
+@pytest.mark.slow
 def test_dl_dx_matches_central_differences():
   with jax.enable_x64(True):
     loss_of_data, data = _eval_loss_of_data(remat=True, dtype=jnp.float64, depth_weight=0.5)
@@ -66,6 +67,7 @@ def test_dl_dx_matches_central_differences():
     assert checked == 9
 
 
+@pytest.mark.slow
 def test_remat_and_no_remat_give_the_same_gradient():
   loss_a, data = _eval_loss_of_data(remat=True)
   loss_b, _ = _eval_loss_of_data(remat=False)
@@ -90,7 +92,7 @@ def test_custom_convolution_matches_xla_to_second_order():
 
 
 def test_second_order_pass_uses_only_hwio_convolutions():
-  """JAX's native conv transpose emits HWOI kernels, ~30x slower on XLA:CPU (BUILD_NOTES)."""
+  """JAX's native conv transpose emits HWOI kernels, ~30x slower on XLA:CPU (docs/benchmarks.md)."""
   loss_of_data, data = _eval_loss_of_data(remat=True)
   hlo = jax.jit(jax.grad(loss_of_data)).lower(data).compile().as_text()
   labels = set(re.findall(r"dim_labels=([^,\s]+)", hlo))
@@ -119,6 +121,7 @@ def test_network_shapes_and_unit_normals():
     network.NetworkConfig(width=0)
 
 
+@pytest.mark.slow
 def test_training_reduces_the_loss():
   inner = unroll.InnerConfig(steps=30, batch_size=4, learning_rate=0.05)
   params = network.init_params(NET, jax.random.key(0), RES)

@@ -39,7 +39,7 @@ BACKENDS = ("local", "ray")
 class RenderConfig:
   """Where renders run (`config.render`); the worker count is `config.num_workers`."""
 
-  backend: str = "local"   # "local": worker processes on this machine; "ray": Ray actors
+  backend: str = "local"   # "local": worker processes beside this process; "ray": Ray actors
   address: str = ""        # ray: a running cluster ("auto", "ray://head:10001"); "" = a local Ray
   overlap: bool = True     # the 2m perturbed renders run while the unroll and its VJP compute
 

@@ -5,7 +5,7 @@ only pairs them if the same seed gives the same numbers. XLA:CPU does;
 XLA:GPU sums with atomics and picks kernels by timing them, so two runs of
 one seed drift apart from the first step (on a lent H200 the arms of one
 seed were 0.12-0.37 deg apart in L by the end of a warm-up that is identical
-on CPU: BUILD_NOTES "On a GPU"). `--xla_gpu_deterministic_ops` makes XLA:GPU
+on CPU: docs/benchmarks.md, "On an H200 GPU"). `--xla_gpu_deterministic_ops` makes XLA:GPU
 deterministic at some speed; it counts only if it is in XLA_FLAGS before JAX
 starts its backends.
 """

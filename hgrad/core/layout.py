@@ -198,7 +198,7 @@ class ParamLayout:
     return {n: float(v) for n, v in zip(self.names, beta)}
 
   def table(self) -> str:
-    """Markdown table of the layout, for docs and BUILD_NOTES."""
+    """Markdown table of the layout, for docs (docs/design.md §3)."""
     rows = ["| # | name | low | high | default | meaning |", "|---|---|---|---|---|---|"]
     for i, s in enumerate(self.specs):
       scale = (" (log scale)" if s.log_scale else

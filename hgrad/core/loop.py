@@ -329,7 +329,7 @@ def _run(task: Task, schedule: Schedule, workdir: str, seed: int, primary: bool)
           costs.add(record)
           outer_left = schedule.outer_steps_from(step + 1)
           remaining, estimated = costs.remaining(
-              outer_left, schedule.total_steps - step - 1 - outer_left, wall,
+              outer_left, schedule.total_steps - step - 1 - outer_left,
               budget_left_s=(schedule.time_budget_s - new_meta["elapsed_s"]
                              if schedule.time_budget_s > 0 else None))
           record.update(eta_s=remaining, time=time.time())

@@ -130,7 +130,7 @@ class CSGConfig:
   # lighting from beta's last three dimensions (the fields above are then unused).
   layout: str = "paper"
   # True: unions computed by manifold3d too (the exact solid; slower). The images differ
-  # only on the parts' intersection curves (BUILD_NOTES, issue 13).
+  # only on the parts' intersection curves (docs/benchmarks.md, "Rendering through the bridge").
   exact_unions: bool = False
 
   def __post_init__(self):

@@ -87,7 +87,7 @@ _pyglet_made_headless = False
 def _pyglet_headless(headless: bool) -> None:
   """Importing pyrender defines its Viewer on pyglet's window class, and pyglet's default X11
   backend loads libX11 / libXrender on import: absent on a bare GPU server, where the import
-  then fails although EGL works (BUILD_NOTES, "On a GPU"). pyglet's headless backend needs
+  then fails although EGL works (BUILD_NOTES.md, "Build"). pyglet's headless backend needs
   only libEGL. Set before pyrender's first import, never over a pyglet the user imported."""
   global _pyglet_made_headless
   if "pyrender" in sys.modules or ("pyglet" in sys.modules and not _pyglet_made_headless):
@@ -100,7 +100,7 @@ def _pyglet_headless(headless: bool) -> None:
 def check_pyopengl(pyopengl_version: str, python_version: tuple = sys.version_info) -> None:
   """pyrender pins PyOpenGL 3.1.0, whose ctypes handlers predate Python 3.12 (CArgObject moved
   to _ctypes; fixed in 3.1.7): there the first glGenTextures fails with "No array-type handler
-  for type _ctypes.type" (seen on the GPU machine's Python 3.12, BUILD_NOTES "On a GPU")."""
+  for type _ctypes.type" (seen on Python 3.12; BUILD_NOTES.md, "Build")."""
   if tuple(python_version[:2]) >= (3, 12) and pyopengl_version.split(".")[:3] == ["3", "1", "0"]:
     raise RenderError(
         f"PyOpenGL {pyopengl_version} (pyrender's pin) does not work on Python "
@@ -260,7 +260,7 @@ class BatchRasterizer:
 
     It shrinks too: glGetTexImage reads back every layer, so a texture left at an
     outer step's 256 layers made each later 13-sample render read back 16x its data
-    (plain steps 4x slower on an H200 after the first outer step; BUILD_NOTES, GPU).
+    (plain steps 4x slower on an H200 after the first outer step; docs/benchmarks.md).
     """
     layers = min(self.max_layers, 1 << (count - 1).bit_length())
     if layers == self._layers:

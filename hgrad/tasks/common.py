@@ -20,7 +20,6 @@ import numpy as np
 from absl import logging
 
 from hgrad import plots
-from hgrad import viz
 from hgrad.core import distributed
 from hgrad.core import loop
 from hgrad.core import outer
@@ -72,7 +71,10 @@ def summary(results: dict) -> dict:
 
 
 def stage(results: dict) -> str:
-  """'final', or 'interim (step N)' for the outputs a run writes before its end."""
+  """'final', 'interim (step N)' for the outputs a run writes before its end, or
+  'interrupted at step N'."""
+  if results.get("interrupted"):
+    return f"interrupted at step {results['steps']}"
   return f"interim (step {results['steps']})" if results.get("partial") else "final"
 
 
@@ -162,12 +164,12 @@ def synthetic_distances(layout: ParamLayout, beta0, beta, beta_star) -> dict:
 
 def build(name: str, config, training: dict, generator: Generator,
           eval_loss: Callable[[Any], jax.Array], evaluate: Callable[[Any], dict],
-          finish: Callable[[str, Any, dict, Any], None] | None = None
-          ) -> tuple[loop.Task, loop.Schedule]:
+          finish: Callable[[str, Any, dict, Any], None] | None = None,
+          input_name: str = "input") -> tuple[loop.Task, loop.Schedule]:
   """The Task: hybrid gradient on `generator`, the hourglass trained on its samples, L = eval_loss.
 
   `finish(workdir, state, results, hg)` adds task-specific outputs after the
-  common ones.
+  common ones; `input_name` names the network's input in samples.png (e.g. "shading").
   """
   net = training["network"]
   hg = outer.HybridGradient(generator.generate, generator.layout,
@@ -176,21 +178,39 @@ def build(name: str, config, training: dict, generator: Generator,
                             deferred=generator.deferred if training["render"].overlap else None)
   params0 = network.init_params(net, jax.random.key(config.seed), (generator.height, generator.width))
   beta0 = np.asarray(config.get("beta0") or generator.beta0, np.float32)
+  beta0_source = "config.beta0" if config.get("beta0") else "the layout's defaults"
+  schedule = training["schedule"]
 
   def finish_all(workdir: str, state, history: list[dict], results: dict) -> None:
-    plots.curve(history, os.path.join(workdir, "curve.png"))
-    if not results.get("interrupted"):        # else the render workers got the signal too
+    step = int(state.step)
+    against = describe_source(results.get("data_source", ""))
+    plots.curve(history, os.path.join(workdir, "curve.png"),
+                title=f"{name}: L against {against}, {stage(results)}\n{schedule.describe()}")
+    beta = np.asarray(hg.beta(state))
+    moved = "" if np.any(beta != beta0) else " (beta has not moved yet)"
+    try:   # render workers ignore SIGINT / SIGTERM, so an interrupted run redraws too
       seeds = 123_456 + np.arange(8)
-      before = generator.render(np.tile(beta0, (8, 1)), seeds)
-      after = generator.render(np.tile(np.asarray(hg.beta(state)), (8, 1)), seeds)
-      plots.side_by_side(viz.sample_grid(before, 2), viz.sample_grid(after, 2),
-                         ("samples at beta0", f"samples at beta (step {int(state.step)})"),
-                         os.path.join(workdir, "samples.png"))
+      plots.samples(generator.render(np.tile(beta0, (8, 1)), seeds),
+                    generator.render(np.tile(beta, (8, 1)), seeds),
+                    (f"at beta0 ({beta0_source})", f"at beta of step {step}{moved}"),
+                    f"{name} training samples, {stage(results)}; the network is scored against "
+                    f"{against}", os.path.join(workdir, "samples.png"), input_name)
+    except Exception as error:  # noqa: BLE001 - an interim figure must not lose the run
+      if not results.get("interrupted"):
+        raise
+      logging.warning("samples.png not redrawn at the interruption: %s", error)
     if finish is not None:
       finish(workdir, state, results, hg)
 
   task = loop.Task(name, hg, params0, beta0, evaluate, finish_all, generator=generator)
-  return task, training["schedule"]
+  return task, schedule
+
+
+def describe_source(source: str) -> str:
+  """What L is measured on, in words: a dataset path, or the synthetic target."""
+  if source in ("", "synthetic"):
+    return "the SYNTHETIC target (renders of a hidden beta*)"
+  return source
 
 
 def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,

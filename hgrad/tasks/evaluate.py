@@ -75,7 +75,8 @@ def panel(data, pred_normals: np.ndarray, names, path: str) -> None:
 
 
 def evaluate_run(workdir: str, data: str, split: str) -> dict:
-  """Writes WORKDIR/eval_<split>.json (and eval_<split>.png where the task draws one)."""
+  """Writes WORKDIR/eval_<split>.json (and eval_<split>.png where the task draws one); the
+  result's "written" lists those paths."""
   config, params, step = load_run(workdir)
   task = registry.get(config.get("task", "mbii"))
   if split not in task.SPLITS:
@@ -83,8 +84,11 @@ def evaluate_run(workdir: str, data: str, split: str) -> dict:
   result, draw = task.evaluate_data(config, params, data, split)
   result.update(task=task.NAME, split=split, data=os.path.abspath(data) if data else "",
                 checkpoint_step=step)
-  with open(os.path.join(workdir, f"eval_{split}.json"), "w") as f:
+  written = [os.path.join(workdir, f"eval_{split}.json")]
+  with open(written[0], "w") as f:
     json.dump(result, f, indent=2)
   if draw is not None:
-    draw(os.path.join(workdir, f"eval_{split}.png"))
+    written.append(os.path.join(workdir, f"eval_{split}.png"))
+    draw(written[-1])
+  result["written"] = written
   return result

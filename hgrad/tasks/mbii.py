@@ -56,7 +56,7 @@ class SyntheticConfig:
   ambient_high: float = 0.25
   # beta*'s primitive weights (sphere, cube, truncated cone, tetrahedron). Another mix (with
   # another light) asks whether beta follows the target or a preference of its own
-  # (BUILD_NOTES, issue 11, "Does beta follow the target?").
+  # (docs/results.md, "Does beta follow the target?").
   primitive_weights: tuple[float, ...] = tuple(SYNTHETIC_BETA_STAR[n] for n in PRIMITIVES)
 
   def __post_init__(self):
@@ -162,8 +162,8 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
   eval_loss = common.eval_loss_fn(net, train, flip=cfg["evaluation"].flip)
-  return common.build("mbii", config, cfg, generator, eval_loss,
-                      evaluate, finish)
+  return common.build("mbii", config, cfg, generator, eval_loss, evaluate, finish,
+                      input_name="shading")
 
 
 def run(config, workdir: str) -> dict:
@@ -177,6 +177,10 @@ def summary(results: dict) -> dict:
              "elapsed_s": round(results["elapsed_s"], 1), "data_source": results["data_source"]}
   if "test" in results:
     summary["test_mae"] = results["test"]["image_mean"]["mae"]
+  if "synthetic" in results:      # how far beta is from the hidden beta* (unit-box L2)
+    summary["distance_to_beta_star"] = {
+        "beta0": round(results["synthetic"]["unit_distance_beta0"], 3),
+        "final": round(results["synthetic"]["unit_distance_final"], 3)}
   return summary
 
 
@@ -196,9 +200,9 @@ def evaluate_data(config, params, data: str, split: str) -> tuple[dict, Any]:
       raise mbii_data.DataError(f"{data!r} holds no object folder with a shading.png")
   else:
     names = mbii_data.SPLITS[split]
-    missing = [n for n in names if not os.path.isdir(os.path.join(data, n))]
-    if missing:
-      raise mbii_data.DataError(f"{data} lacks the {split}-split object(s) {missing}")
+    if not os.path.isdir(data):
+      raise mbii_data.DataError(f"{data!r} is not a directory")
+    mbii_data.check_objects(data, names, f"{split}-split object")
   cfg = common.parse_training(config)
   net = cfg["network"]
   real, names = mbii_data.load(data, names, config.data.resolution, config.data.fill)

@@ -223,8 +223,23 @@ def load(root: str, objects: Sequence[str] = MIT_TRAIN, resolution: int = 64,
                     f"${DATA_ENV})")
   if not objects:
     raise DataError("no objects to load")
+  check_objects(root, objects)
   samples = [prepare(load_object(root, name), resolution, fill) for name in objects]
   return Sample(*(np.stack(parts) for parts in zip(*samples))), tuple(objects)
+
+
+def check_objects(root: str, names: Sequence[str], what: str = "object") -> None:
+  """Raises DataError naming the objects missing from `root`; where a folder inside `root`
+  (e.g. the dataset's `train/`) holds them, the message names the path to use instead."""
+  missing = [n for n in names if not os.path.isdir(os.path.join(root, n))]
+  if not missing:
+    return
+  inside = sorted(d for d in os.listdir(root)
+                  if all(os.path.isdir(os.path.join(root, d, n)) for n in missing))
+  hint = (f"; it looks like the dataset's root: use {os.path.join(root, inside[0])!r}, the "
+          f"folder that holds the object folders" if inside else
+          "; the data path names the folder that holds the object folders (apple/, box/, ...)")
+  raise DataError(f"{root} lacks the {what}(s) {missing}{hint}")
 
 
 def objects_present(root: str, names: Sequence[str]) -> tuple[str, ...]:

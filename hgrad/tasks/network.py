@@ -5,7 +5,7 @@ derivatives of every order are again HWIO forward convolutions or
 `weight_grad`. JAX's own transpose rule emits HWOI kernels, which XLA:CPU runs
 ~30x slower; avoiding them keeps the unroll's second-order pass (the VJP of
 inner steps with respect to the data) near the 3-4x of a plain step that it
-should cost (BUILD_NOTES.md, "The engine").
+should cost (docs/benchmarks.md, "The unroll's cost").
 
 No batch normalization: its statistics would couple the samples of a batch in
 the unrolled second-order pass and cost more there than the convolutions;

@@ -1,0 +1,108 @@
+"""The Table 1 protocol at smoke scale: random betas ranked by L, studies from the best, median
+and worst, every row in table1.md / table1.json, and a resume after a kill that redoes nothing."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from conftest import REPO_ROOT
+
+from hgrad import random_starts
+
+
+def _command(workdir, *extra):
+  return [sys.executable, "-m", "experiments.table1", "--config=configs/table1.py:smoke",
+          f"--workdir={workdir}", *extra]
+
+
+def _env():
+  return {k: v for k, v in os.environ.items() if k != "HGRAD_MBII_DIR"}   # the synthetic testbed
+
+
+@pytest.mark.slow
+def test_the_protocol_ranks_starts_every_row_and_resumes_after_a_kill(tmp_path):
+  workdir = tmp_path / "table1"
+  proc = subprocess.Popen(_command(workdir), cwd=REPO_ROOT, env=_env(), start_new_session=True,
+                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  second = workdir / "ranking" / "beta1" / "results.json"
+  deadline = time.time() + 600
+  while time.time() < deadline and not second.exists() and proc.poll() is None:
+    time.sleep(0.2)
+  assert second.exists(), proc.stderr.read()[-3000:] if proc.poll() is not None else "timeout"
+  os.killpg(proc.pid, signal.SIGKILL)
+  proc.wait(timeout=60)
+  first = workdir / "ranking" / "beta0" / "results.json"
+  finished = {path: path.stat().st_mtime_ns for path in (first, second)}
+
+  result = subprocess.run(_command(workdir), cwd=REPO_ROOT, env=_env(), capture_output=True,
+                          text=True, timeout=1800)
+  assert result.returncode == 0, result.stderr[-4000:]
+  assert {path: path.stat().st_mtime_ns for path in finished} == finished, "finished runs redone"
+
+  summary = json.loads((workdir / "table1.json").read_text())
+  table = (workdir / "table1.md").read_text()
+  betas = json.loads((workdir / "betas.json").read_text())
+  assert len(betas["betas"]) == 3 and betas["prior_seed"] == summary["prior_seed"]
+  # Ranked by last-k L: best has the lowest, worst the highest.
+  ranking = {row["index"]: row for row in summary["ranking"]}
+  order = sorted(ranking, key=lambda i: ranking[i]["last_k_L"])
+  assert summary["picks"] == {"best": order[0], "median": order[1], "worst": order[2]}
+  assert [ranking[i]["rank"] for i in order] == [1, 2, 3]
+  # Every start's study: each arm on both seeds, hybrid started from the named beta.
+  for start in ("best", "median", "worst"):
+    study = summary["studies"][f"from_{start}"]
+    arms = {"hybrid", "placebo", "fixed_steps", "fixed_time", "retrain"}
+    if start == "worst":
+      arms |= {"random_search", "evolution"}
+    assert set(study["arms"]) == arms, start
+    assert all(entry["seeds"] == [0, 1] for entry in study["arms"].values())
+    hybrid = json.loads((workdir / f"from_{start}" / "hybrid" / "seed1" / "results.json").read_text())
+    np.testing.assert_allclose(list(hybrid["beta0"].values()),
+                               list(betas["betas"][summary["picks"][start]].values()), rtol=1e-6)
+    # The ranking run is this start's fixed_steps run of the ranking seed, not a second run.
+    assert os.path.realpath(workdir / f"from_{start}" / "fixed_steps" / "seed0") == str(
+        workdir / "ranking" / f"beta{summary['picks'][start]}")
+    for arm in ("hybrid gradient", "fixed at the start, equal steps", "placebo"):
+      assert any(line.startswith(f"| {start} | {arm}") for line in table.splitlines()), (start, arm)
+  assert set(summary["studies"]["beta0"]["arms"]) == {"fixed_steps", "oracle"}
+  for key in ("hybrid @ worst − fixed_steps @ worst", "hybrid @ worst − fixed_time @ worst",
+              "hybrid @ worst − placebo @ worst", "retrain @ worst − fixed_steps @ worst",
+              "hybrid @ worst − fixed_steps @ best", "hybrid @ worst − fixed_steps @ beta0",
+              "hybrid @ worst − random_search @ worst", "hybrid @ worst − evolution @ worst"):
+    d = summary["differences"][key]["last_k_L"]
+    assert d["n"] == 2 and d["t95"][0] <= d["mean"] <= d["t95"][1], key
+    assert f"| {key} | last_k_L |" in table
+  for column in ("% < 11.25°", "% < 22.5°", "% < 30°", "MAE (°)", "median (°)", "MSE (rad²)",
+                 "distance to beta*"):
+    assert column in table
+  assert set(summary["time_to_best"]) >= {"hybrid @ worst", "random_search @ worst"}
+  assert (workdir / "from_worst" / "study.png").stat().st_size > 0     # Fig. 4 with CPU time
+
+
+def test_other_random_betas_in_the_same_workdir_are_refused(tmp_path):
+  import configs.table1 as table1_configs
+  config = table1_configs.get_config("smoke")
+  random_starts._saved_betas(config, str(tmp_path))           # what the first call saves
+  np.testing.assert_array_equal(random_starts._saved_betas(config, str(tmp_path)),
+                                random_starts.draw(config))
+  config.table1.prior_seed = 5
+  with pytest.raises(ValueError, match="other random betas"):
+    random_starts._saved_betas(config, str(tmp_path))
+
+
+def test_unknown_starts_and_arms_fail_before_any_run():
+  import configs.table1 as table1_configs
+  config = table1_configs.get_config("smoke")
+  config.table1.starts = ("worst", "tenth")
+  with pytest.raises(ValueError, match="unknown start"):
+    random_starts.run(config, "/nonexistent")
+  config = table1_configs.get_config("smoke")
+  config.table1.table2_arms = ("simulated_annealing",)
+  with pytest.raises(ValueError, match="unknown arm 'simulated_annealing'"):
+    random_starts.run(config, "/nonexistent")
