@@ -30,14 +30,13 @@ import os
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import flags
 from ml_collections import config_flags
 
 from benchmarks import common
 from experiments import script
-from hgrad.core import estimator
+from hgrad.core import estimator as estimators
 from hgrad.core.checkpoint import Checkpointer
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -56,7 +55,7 @@ _BLOCKS = flags.DEFINE_list("blocks", ["all", "discrete", "continuous"], "Blocks
 def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
   """Halves, cross-key and tail statistics of K sets of (s_j, delta_j)."""
   num_keys, m = s_KxM.shape
-  combine = lambda s, d: np.asarray(estimator.combine(s, d, sigma))  # noqa: E731
+  combine = lambda s, d: np.asarray(estimators.combine(s, d, sigma))  # noqa: E731
   grads = np.stack([combine(s, d) for s, d in zip(s_KxM, deltas_KxMxD)])
   half = m // 2
   halves = [common.cosine(combine(s[:half], d[:half]), combine(s[half:], d[half:]))
@@ -78,35 +77,38 @@ def main():
     raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
   config, task_module = common.task_config(_CONFIG.value)
   task, _ = task_module.build(config)
-  hg, layout = task.hg, task.hg.layout
-  state = hg.init(task.beta0, task.params0)
+  trainer, layout = task.trainer, task.trainer.layout
+  state = trainer.init(task.beta0, task.params0)
   if _WORKDIR.value:
     checkpointer = Checkpointer(_WORKDIR.value)
     state, _ = checkpointer.restore(state)
     checkpointer.close()
-  u = hg.init(task.beta0, task.params0).u if _AT.value == "beta0" else state.u
-  sigma = hg.outer.sigma
+  u = trainer.init(task.beta0, task.params0).u if _AT.value == "beta0" else state.u
+  sigma = trainer.outer.sigma
   discrete = np.array([s.name.startswith("p_") or s.doc.startswith("weight") or "weight of" in s.doc
-                       for s in layout.specs], np.float32)
-  masks = {"all": np.ones(layout.dim, np.float32), "discrete": discrete,
-           "continuous": 1.0 - discrete}
+                       for s in layout.specs])
+  blocks = {"all": np.arange(layout.dim), "discrete": np.nonzero(discrete)[0],
+            "continuous": np.nonzero(~discrete)[0]}
+  hybrid = estimators.hybrid(_M.value, sigma, _DIRECTIONS.value)
 
-  @jax.jit
-  def raw_terms(key, mask):
-    _, s_m, deltas = estimator.directional_derivatives(
-        hg.generate_unit, hg.loss_of_data(state.inner), u, key, num_perturbations=_M.value,
-        sigma=sigma, has_aux=True, direction_mask=mask, directions=_DIRECTIONS.value)
-    return s_m, deltas
+  def raw_terms(block: np.ndarray):
+    """The estimate's terms with directions on one block of u's dimensions, the rest fixed."""
+    @jax.jit
+    def terms(key):
+      _, s_m, deltas = hybrid.terms(
+          lambda v, k: trainer.samples(u.at[block].set(v), k),
+          trainer.problem.loss_of_data(state.inner), u[block], key, has_aux=True)
+      return s_m, deltas
+    return terms
 
   results = {}
   start = time.perf_counter()
   for name in _BLOCKS.value:
-    mask = masks[name]
-    terms = [jax.device_get(raw_terms(jax.random.key(1000 + k), jnp.asarray(mask)))
-             for k in range(_KEYS.value)]
+    block_terms = raw_terms(blocks[name])
+    terms = [jax.device_get(block_terms(jax.random.key(1000 + k))) for k in range(_KEYS.value)]
     results[name] = block_stats(np.stack([t[0] for t in terms]), np.stack([t[1] for t in terms]),
                                 sigma)
-    results[name]["dims"] = int(mask.sum())
+    results[name]["dims"] = int(len(blocks[name]))
   task.generator.close()
   print(f"{'block':<11} {'dims':>4} {'halves cos':>10} {'cross-key cos':>13} "
         f"{'|mean g|/mean|g|':>16} {'max|s|/med|s|':>13}")

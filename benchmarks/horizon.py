@@ -39,9 +39,9 @@ from ml_collections import config_flags
 from benchmarks import common
 from experiments import script
 from hgrad.tasks import registry
-from hgrad.core import estimator
+from hgrad.core import estimator as estimators
 from hgrad.core.checkpoint import Checkpointer
-from hgrad.core.outer import HybridGradient
+from hgrad.core.outer import OuterTrainer
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
@@ -70,10 +70,10 @@ def projection_t(grads, unit_direction) -> float:
   return float(along.mean() / max(along.std(ddof=1) / np.sqrt(along.size), 1e-30))
 
 
-def probe(hg, u0, direction, step: float) -> dict:
+def probe(trainer, u0, direction, step: float) -> dict:
   """beta at u0 + step * direction / |direction|, clipped to the box (`moved`: the clipped length)."""
   u = np.clip(u0 + step * direction / np.linalg.norm(direction), 0.0, 1.0)
-  beta = np.asarray(hg.layout.from_coords(u, hg.outer.coordinates), np.float64)
+  beta = np.asarray(trainer.layout.from_coords(u, trainer.outer.coordinates), np.float64)
   return {"beta": beta.tolist(), "moved": float(np.linalg.norm(u - u0)),
           "beta0_flag": "(" + ",".join(f"{v:.6g}" for v in beta) + ")"}
 
@@ -81,28 +81,28 @@ def probe(hg, u0, direction, step: float) -> dict:
 def main():
   config, task_module = common.task_config(_CONFIG.value)
   task, _ = task_module.build(config)
-  hg = task.hg
-  warm = hg.init(task.beta0, task.params0)
+  trainer = task.trainer
+  warm = trainer.init(task.beta0, task.params0)
   checkpointer = Checkpointer(_WORKDIR.value)
   warm, _ = checkpointer.restore(warm)
   checkpointer.close()
-  fresh = hg.init(task.beta0, task.params0)
+  fresh = trainer.init(task.beta0, task.params0)
   u0 = fresh.u
 
   def estimate(model, inner_state, key):
-    _, grad = estimator.ESTIMATORS["hybrid"](
-        model.generate_unit, model.loss_of_data(inner_state), u0, key,
-        num_perturbations=hg.outer.num_perturbations, sigma=hg.outer.sigma, has_aux=True,
-        directions=hg.outer.directions)
+    _, grad = hybrid(model.samples, model.problem.loss_of_data(inner_state), u0, key,
+                     has_aux=True)
     return grad
 
-  short = jax.jit(lambda inner_state, key: estimate(hg, inner_state, key))
+  hybrid = estimators.hybrid(trainer.outer.num_perturbations, trainer.outer.sigma,
+                             trainer.outer.directions)
+  short = jax.jit(lambda inner_state, key: estimate(trainer, inner_state, key))
   if _LONG.value:
-    long_hg = HybridGradient(task.generator.generate, hg.layout, train_loss=hg.train_loss,
-                             eval_loss=hg.eval_loss,
-                             inner=dataclasses.replace(hg.inner, steps=_LONG.value),
-                             outer=hg.outer)
-    long = jax.jit(lambda inner_state, key: estimate(long_hg, inner_state, key))
+    long_trainer = OuterTrainer(task.generator.generate, trainer.layout, train_loss=trainer.problem.train_loss,
+                             eval_loss=trainer.problem.eval_loss,
+                             inner=dataclasses.replace(trainer.inner, steps=_LONG.value),
+                             outer=trainer.outer)
+    long = jax.jit(lambda inner_state, key: estimate(long_trainer, inner_state, key))
   start = time.perf_counter()
   grads = ({"warm": []} | ({"fresh": []} if _FRESH.value else {})
            | ({"warm_long": []} if _LONG.value else {}))
@@ -116,7 +116,7 @@ def main():
   task.generator.close()
   means = {name: np.mean(g, axis=0) for name, g in grads.items()}
   names = list(means)
-  out = {"keys": _KEYS.value, "inner_steps": hg.inner.steps, "long_steps": _LONG.value,
+  out = {"keys": _KEYS.value, "inner_steps": trainer.inner.steps, "long_steps": _LONG.value,
          "cosine": {f"{a}_vs_{b}": common.cosine(means[a], means[b])
                     for i, a in enumerate(names) for b in names[i + 1:]},
          "cross_key_cosine": {name: common.mean_cross_cosine(g)
@@ -129,9 +129,9 @@ def main():
   descents["random"] = np.random.default_rng(11).normal(size=means["warm"].shape)
   if beta_star is not None:
     descents["toward_beta_star"] = (
-        np.asarray(hg.layout.to_coords(beta_star, hg.outer.coordinates)) - np.asarray(u0))
+        np.asarray(trainer.layout.to_coords(beta_star, trainer.outer.coordinates)) - np.asarray(u0))
   if _PROBE.value > 0:
-    out["probes"] = {name: probe(hg, np.asarray(u0), d, _PROBE.value)
+    out["probes"] = {name: probe(trainer, np.asarray(u0), d, _PROBE.value)
                      for name, d in descents.items()}
   if beta_star is not None:
     toward = -descents["toward_beta_star"]    # -(u* - u0): a gradient that descends toward beta*
@@ -141,9 +141,9 @@ def main():
         name: {"cosine": common.cosine(m, toward),
                "projection_t": projection_t(grads[name], unit_toward),
                "sign_agreement": float(np.mean(np.sign(m[moving]) == np.sign(toward[moving]))),
-               "per_dimension": {hg.layout.names[i]: float(m[i]) for i in np.nonzero(moving)[0]},
+               "per_dimension": {trainer.layout.names[i]: float(m[i]) for i in np.nonzero(moving)[0]},
                # descent toward beta* in this dimension, in standard errors over the keys
-               "per_dimension_t": {hg.layout.names[i]: projection_t(
+               "per_dimension_t": {trainer.layout.names[i]: projection_t(
                    np.asarray(grads[name])[:, i:i + 1], np.sign(toward[i:i + 1]))
                                    for i in np.nonzero(moving)[0]}}
         for name, m in means.items()}

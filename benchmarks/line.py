@@ -76,37 +76,37 @@ _FROM_STEP = flags.DEFINE_integer("from_step", -1, "With --from_run: the checkpo
 _OUT = flags.DEFINE_string("out", "", "Also write the JSON here.")
 
 
-def dimension_line(hg, base: np.ndarray, name: str, values: list[float]) -> list[np.ndarray]:
+def dimension_line(trainer, base: np.ndarray, name: str, values: list[float]) -> list[np.ndarray]:
   """Optimizer coordinates of `base` with `name` set to each value (each checked against the box)."""
-  index = hg.layout.index(name)      # an unknown name: an error that lists the layout's names
-  low, high = hg.layout.low[index], hg.layout.high[index]
+  index = trainer.layout.index(name)      # an unknown name: an error that lists the layout's names
+  low, high = trainer.layout.low[index], trainer.layout.high[index]
   points = []
   for value in values:
     if not low <= value <= high:
       raise ValueError(f"--values: {name}={value} is outside its box [{low:g}, {high:g}]")
     beta = np.array(base, np.float64)
     beta[index] = value
-    points.append(np.asarray(hg.layout.to_coords(beta, hg.outer.coordinates)))
+    points.append(np.asarray(trainer.layout.to_coords(beta, trainer.outer.coordinates)))
   return points
 
 
-def run_line(hg, u0: np.ndarray, run_dir: str, fractions: list[float]) -> list[np.ndarray]:
+def run_line(trainer, u0: np.ndarray, run_dir: str, fractions: list[float]) -> list[np.ndarray]:
   """u0 plus each fraction of the run's move, in the box (the run must share layout and coordinates)."""
   move = common.load_move(run_dir)
-  if move["names"] != hg.layout.names or move["coordinates"] != hg.outer.coordinates:
+  if move["names"] != trainer.layout.names or move["coordinates"] != trainer.outer.coordinates:
     raise ValueError(f"--toward={run_dir}: its layout or coordinates ({move['coordinates']}) "
-                     f"differ from the config's ({hg.layout.name}, {hg.outer.coordinates})")
+                     f"differ from the config's ({trainer.layout.name}, {trainer.outer.coordinates})")
   return [np.clip(u0 + t * move["move"], 0.0, 1.0) for t in fractions]
 
 
-def branch(hg, state, key, horizons: list[int]) -> dict:
+def branch(trainer, state, key, horizons: list[int]) -> dict:
   """L of the raw weights (the estimator's) and of the delivered ones after each horizon."""
   out = {"raw": [], "delivered": []}
   for step in range(1, max(horizons) + 1):
-    state, _ = hg.train_step(state, key)
+    state, _ = trainer.train_step(state, key)
     if step in horizons:
-      out["raw"].append(float(hg.evaluate(state.inner.params)))
-      out["delivered"].append(float(hg.evaluate(hg.eval_params(state))))
+      out["raw"].append(float(trainer.evaluate(state.inner.params)))
+      out["delivered"].append(float(trainer.evaluate(trainer.eval_params(state))))
   return out
 
 
@@ -129,14 +129,14 @@ def main():
     config, task_module = common.task_config(_CONFIG.value)
     config.seed = _SEED.value
   task, _ = task_module.build(config)
-  hg = task.hg
+  trainer = task.trainer
   values = [float(v) for v in _VALUES.value]
   horizons = sorted({int(h) for h in _HORIZONS.value} | {1})   # 1: the estimator's objective
   if not values or min(horizons) < 1 or _REPEATS.value < 1 or _SHORT_REPEATS.value < 0:
     raise ValueError("need at least one value, horizons >= 1, --repeats >= 1 and "
                      "--short_repeats >= 0")
   start = time.perf_counter()
-  state = hg.init(task.beta0, task.params0)
+  state = trainer.init(task.beta0, task.params0)
   u_beta0 = np.asarray(state.u)
   if from_run:                       # the checkpoint's network and beta
     checkpointer = Checkpointer(from_run)   # an unknown step: an error that lists the saved ones
@@ -145,23 +145,23 @@ def main():
     finally:
       checkpointer.close()
     origin = f"{from_run} at step {int(state.step)}"
-    base = np.asarray(hg.layout.from_coords(np.asarray(state.u, np.float64), hg.outer.coordinates))
+    base = np.asarray(trainer.layout.from_coords(np.asarray(state.u, np.float64), trainer.outer.coordinates))
   else:                              # beta0 exactly, not its float32 round trip
     origin = f"{_WARM.value} warm-up steps at beta0"
     base = np.asarray(task.beta0, np.float64)
   # Bad input fails here, not after the warm-up.
   if _TOWARD.value:
     line = f"fraction of {_TOWARD.value}'s move"
-    points = run_line(hg, u_beta0, os.path.expanduser(_TOWARD.value), values)
+    points = run_line(trainer, u_beta0, os.path.expanduser(_TOWARD.value), values)
     base_value = 0.0                  # fraction 0 is beta0, wherever the network was trained
   else:
     line = _DIMENSION.value
-    points = dimension_line(hg, base, _DIMENSION.value, values)
-    base_value = float(base[hg.layout.index(_DIMENSION.value)])
+    points = dimension_line(trainer, base, _DIMENSION.value, values)
+    base_value = float(base[trainer.layout.index(_DIMENSION.value)])
   reference = int(np.argmin(np.abs(np.asarray(values) - base_value)))
   warm_key = jax.random.key(config.seed)
   for _ in range(0 if from_run else _WARM.value):   # keys: fold_in(key(seed), step) in the step
-    state, _ = hg.train_step(state, warm_key)
+    state, _ = trainer.train_step(state, warm_key)
   warm_s = time.perf_counter() - start
   # L[kind][horizon][repeat][value]
   long_l = {kind: np.zeros((len(horizons), _REPEATS.value, len(values)))
@@ -172,17 +172,17 @@ def main():
     for j, u in enumerate(points):
       moved = state._replace(u=jax.numpy.asarray(u, jax.numpy.float32))
       if r < _REPEATS.value:
-        result = branch(hg, moved, key, horizons)
+        result = branch(trainer, moved, key, horizons)
         for kind in long_l:
           long_l[kind][:, r, j] = result[kind]
         short_l[r, j] = result["raw"][0]
       else:
-        short_l[r, j] = branch(hg, moved, key, [1])["raw"][0]
+        short_l[r, j] = branch(trainer, moved, key, [1])["raw"][0]
   task.generator.close()
   out = {"line": line, "values": values, "base_value": base_value,
          "reference_value": values[reference], "from": origin,
          "warm_steps": 0 if from_run else _WARM.value, "seed": int(config.seed),
-         "inner_steps": hg.inner.steps, "horizons": horizons, "repeats": _REPEATS.value,
+         "inner_steps": trainer.inner.steps, "horizons": horizons, "repeats": _REPEATS.value,
          "horizon1_keys": short_l.shape[0], "warm_s": round(warm_s, 1),
          "seconds": round(time.perf_counter() - start, 1)}
   mean, se = paired_row(short_l, reference)
@@ -197,7 +197,7 @@ def main():
                                          "minus_reference": mean_h.tolist(), "se": se_h.tolist()}
   header = " ".join(f"{v:>14.3g}" for v in values)
   print(f"{line} (from {origin}: {base_value:.3g}); L minus L at {values[reference]:.3g}, "
-        f"mean +- s.e. over paired keys; K = {hg.inner.steps} inner steps per global step")
+        f"mean +- s.e. over paired keys; K = {trainer.inner.steps} inner steps per global step")
   print(f"{'':<26}{header}")
 
   def row(label, entry):

@@ -160,12 +160,12 @@ def main():
                      "synthetic target with a known beta* with this config (is a dataset configured?)")
   cfg = task_module.parse_config(config)
   task, _ = task_module.build(config)
-  hg = task.hg
-  target, *_ = task_module.load_real(cfg["data"], cfg["csg"], cfg["synthetic"])
+  trainer = task.trainer
+  target, *_ = task_module.load_real(cfg.data, cfg.csg, cfg.synthetic)
   if _OBJECTIVE.value in ("gradients", "gradient_distance"):
     shape = (task.generator.height, task.generator.width)
     match_loss = gradient_match_fn(
-        hg.train_loss, lambda key: network.init_params(cfg["network"], key, shape), target,
+        trainer.problem.train_loss, lambda key: network.init_params(cfg.training.network, key, shape), target,
         _NETS.value, unbiased=_OBJECTIVE.value == "gradient_distance")
   else:
     match_loss = feature_match_fn(target, _NETS.value)
@@ -173,13 +173,13 @@ def main():
   def value_and_grad(u, key):
     data_key, net_key = jax.random.split(key)
     return estimator.hybrid_value_and_grad(
-        hg.generate_unit, lambda data: match_loss(data, net_key), u, data_key,
-        num_perturbations=hg.outer.num_perturbations, sigma=hg.outer.sigma,
-        directions=hg.outer.directions)
+        trainer.samples, lambda data: match_loss(data, net_key), u, data_key,
+        num_perturbations=trainer.outer.num_perturbations, sigma=trainer.outer.sigma,
+        directions=trainer.outer.directions)
 
-  coords = hg.outer.coordinates
-  u0 = hg.init(task.beta0, task.params0).u
-  u_star = jnp.asarray(hg.layout.to_coords(beta_star, coords), jnp.float32)
+  coords = trainer.outer.coordinates
+  u0 = trainer.init(task.beta0, task.params0).u
+  u_star = jnp.asarray(trainer.layout.to_coords(beta_star, coords), jnp.float32)
   toward = -(np.asarray(u_star) - np.asarray(u0))
   start = time.perf_counter()
   out = {"objective": _OBJECTIVE.value, "keys": _KEYS.value, "nets": _NETS.value}
@@ -207,18 +207,18 @@ def main():
     u, opt_state, value = step(u, opt_state, jax.random.key(5000 + k))
     values.append(float(value))
     if (k + 1) % 5 == 0:
-      beta = np.asarray(hg.layout.from_coords(u, coords))
+      beta = np.asarray(trainer.layout.from_coords(u, coords))
       descent.append({"step": k + 1, "D": float(np.mean(values[-5:])),
-                      "distance_to_beta_star": hg.layout.unit_distance(beta, beta_star)})
+                      "distance_to_beta_star": trainer.layout.unit_distance(beta, beta_star)})
       print(f"descent step {k + 1:3d}  D {descent[-1]['D']:.4f}  distance to beta* "
             f"{descent[-1]['distance_to_beta_star']:.3f}", flush=True)
   task.generator.close()
-  final_beta = hg.layout.as_dict(np.asarray(hg.layout.from_coords(u, coords)))
-  progress = study.progress_toward(hg.layout.as_dict(task.beta0), final_beta,
-                                   hg.layout.as_dict(beta_star))
+  final_beta = trainer.layout.as_dict(np.asarray(trainer.layout.from_coords(u, coords)))
+  progress = study.progress_toward(trainer.layout.as_dict(task.beta0), final_beta,
+                                   trainer.layout.as_dict(beta_star))
   print("progress toward beta* per dimension: " + ", ".join(
       f"{name} {p['progress']:+.2f}" for name, p in progress.items() if "progress" in p))
-  out.update(descent=descent, distance_beta0=hg.layout.unit_distance(task.beta0, beta_star),
+  out.update(descent=descent, distance_beta0=trainer.layout.unit_distance(task.beta0, beta_star),
              final_beta=final_beta, progress=progress,
              seconds=round(time.perf_counter() - start, 1))
   print(json.dumps(out))

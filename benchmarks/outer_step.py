@@ -68,19 +68,19 @@ def main():
   for overlap in (True, False):
     config.render.overlap = overlap
     task, _ = module.build(config)
-    hg = task.hg
-    state = hg.init(task.beta0, task.params0)
+    trainer = task.trainer
+    state = trainer.init(task.beta0, task.params0)
     timed("outer_s" if overlap else "outer_serial_s",
-          lambda rep, hg=hg, state=state: hg.outer_step(state, jax.random.key(rep))[1])
+          lambda rep, trainer=trainer, state=state: trainer.outer_step(state, jax.random.key(rep))[1])
     if overlap:
-      m, n = hg.outer.num_perturbations, hg.inner.num_samples
+      m, n = trainer.outer.num_perturbations, trainer.inner.num_samples
       generator = task.generator
-      beta = np.asarray(hg.beta(state))
+      beta = np.asarray(trainer.beta(state))
       betas = np.repeat(np.clip(beta + 0.01 * np.random.default_rng(0).standard_normal(
           (2 * m + 1, beta.size)), generator.layout.low, generator.layout.high), n, axis=0)
       timed("render_s", lambda rep: generator.render(betas, np.arange(len(betas)) + rep * 10**6))
       data = jax.tree.map(jax.numpy.asarray, generator.render(betas[:n], np.arange(n)))
-      unroll = jax.jit(lambda inner, data: jax.value_and_grad(hg.loss_of_data(inner),
+      unroll = jax.jit(lambda inner, data: jax.value_and_grad(trainer.problem.loss_of_data(inner),
                                                               has_aux=True)(data))
       timed("unroll_s", lambda rep: unroll(state.inner, data))
 

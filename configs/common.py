@@ -26,10 +26,10 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # What the network is trained on (hgrad.tasks.losses.LossConfig).
   config.loss = ml_collections.ConfigDict(dict(
       normal_weight=1.0, depth_weight=0.0, depth_loss="scale_invariant"))
-  # K inner steps of B samples (SGD with momentum 0.9 here; the cpu variants use Adam).
+  # K inner steps of B samples (SGD with momentum 0.9 here; the cpu variants use Adam, b1).
   config.inner = ml_collections.ConfigDict(dict(
       steps=8, batch_size=8, optimizer="sgd", learning_rate=0.02, lr_decay_steps=0,
-      lr_final_fraction=0.1, momentum=0.9, nesterov=False, remat=True,
+      lr_final_fraction=0.1, momentum=0.9, nesterov=False, b1=0.9, remat=True,
       ema_decay=0.0))               # > 0: L and the delivered network use an EMA of the weights
   # Hybrid gradient on unit-box coordinates: m antithetic pairs, RMSprop.
   config.outer = ml_collections.ConfigDict(dict(
@@ -44,8 +44,8 @@ def training(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   # train_steps_per_outer plain steps), final plain steps.
   config.schedule = ml_collections.ConfigDict(dict(
       warmup_steps=0, outer_steps=10, train_steps_per_outer=0, final_steps=0,
-      checkpoint_every=10, eval_every=10, time_budget_s=0.0, freeze_beta=False, kill_at_step=-1,
-      log_every=1))
+      checkpoint_every=10, eval_every=10, time_budget_s=0.0, freeze_beta=False,
+      stop_after_step=-1, log_every=1))
   return config
 
 

@@ -47,15 +47,14 @@ def main(workdir: str, outer_steps: int = 30) -> dict:
     return jnp.mean((model.apply(params, batch["x"]) - batch["y"]) ** 2)
 
   generator = hgrad.Generator.from_function(render_batch, LAYOUT, OUTPUTS)
-  hg = hgrad.HybridGradient(
+  trainer = hgrad.OuterTrainer(
       generator.generate, LAYOUT, train_loss=train_loss,
       eval_loss=lambda params: train_loss(params, real),
       inner=hgrad.InnerConfig(steps=8, batch_size=16, optimizer="adam", learning_rate=1e-2),
-      outer=hgrad.OuterConfig(num_perturbations=4, sigma=0.05, learning_rate=0.05,
-                              directions="orthogonal"))
+      outer=hgrad.OuterConfig(num_perturbations=4, sigma=0.05, learning_rate=0.05))
   params0 = model.init(jax.random.key(0), jnp.zeros((1, 1)))
-  task = hgrad.Task("own_generator", hg, params0, LAYOUT.default, generator=generator,
-                    evaluate=lambda params: {"L": float(hg.evaluate(params))})
+  task = hgrad.Task("own_generator", trainer, params0, LAYOUT.default, generator=generator,
+                    evaluate=lambda params: {"L": float(trainer.evaluate(params))})
   schedule = hgrad.Schedule(warmup_steps=10, outer_steps=outer_steps, train_steps_per_outer=1,
                             eval_every=10, checkpoint_every=20)
   results = hgrad.run(task, schedule, workdir, seed=0)

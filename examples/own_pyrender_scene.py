@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import hgrad
-from hgrad.generators.raster import ensure_platform
+from hgrad.generators import ensure_platform
 
 RES = 16
 LAYOUT = hgrad.ParamLayout("sphere", [
@@ -70,7 +70,7 @@ class SphereHost:
       color, _ = self._renderer.render(scene)
       images.append(color[..., :1].astype(np.float32) / 255.0)
       centers.append(center.astype(np.float32))
-    return {"image": np.stack(images), "center": np.stack(centers)}, {"samples": len(seeds_B)}
+    return {"image": np.stack(images), "center": np.stack(centers)}
 
   def close(self):
     if self._renderer is not None:
@@ -93,15 +93,14 @@ def main(workdir: str, outer_steps: int = 20, num_workers: int = 0) -> dict:
   def train_loss(params, batch):
     return jnp.mean((model.apply(params, batch["image"]) - batch["center"]) ** 2)
 
-  hg = hgrad.HybridGradient(
+  trainer = hgrad.OuterTrainer(
       generator.generate, LAYOUT, train_loss=train_loss,
       eval_loss=lambda params: train_loss(params, real),
       inner=hgrad.InnerConfig(steps=4, batch_size=8, optimizer="adam", learning_rate=3e-3),
-      outer=hgrad.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=0.05,
-                              directions="orthogonal"))
+      outer=hgrad.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=0.05))
   params0 = model.init(jax.random.key(0), jnp.zeros((1, RES, RES, 1)))
-  task = hgrad.Task("own_pyrender_scene", hg, params0, LAYOUT.default, generator=generator,
-                    evaluate=lambda params: {"L": float(hg.evaluate(params))})
+  task = hgrad.Task("own_pyrender_scene", trainer, params0, LAYOUT.default, generator=generator,
+                    evaluate=lambda params: {"L": float(trainer.evaluate(params))})
   schedule = hgrad.Schedule(warmup_steps=10, outer_steps=outer_steps, train_steps_per_outer=1,
                             eval_every=10, checkpoint_every=20)
   try:

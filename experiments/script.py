@@ -163,7 +163,7 @@ def task_script(task_name: str, variants: str) -> Callable[[], None]:
   """--config / --workdir for a registered task, and a main that runs it and prints its summary."""
   from hgrad.tasks import registry
   task = registry.get(task_name)
-  config, workdir = config_and_workdir(task.CONFIG_FILE, f"Config file (variants: {variants}).",
+  config, workdir = config_and_workdir(task.INFO.config_file, f"Config file (variants: {variants}).",
                                        "Run directory (resumes if it holds a run).")
 
   def main():

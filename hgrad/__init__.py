@@ -1,25 +1,43 @@
 """hgrad: learning to generate 3D training data through hybrid gradient.
 
-The package follows the pipeline (docs/design.md §1):
+The engine, which names no task, network or loss:
 
-  hgrad.generators  grammar -> render: f(beta, r) on the host (CSG, scenes, faces)
-  hgrad.core        bridge (pure_callback), estimator, unroll, outer step, run loop
-  hgrad.tasks       networks, losses, data and metrics of the paper's experiments; registry
-  hgrad.baselines   Basic Random Search / Shape Evolution comparisons
+  Generator, GeneratorError, host_errors   a host renderer f(beta, r) behind jax.pure_callback
+  ParamLayout, ParamSpec                   beta's names, box, defaults and random-beta prior
+  hybrid_vjp, hybrid_grad, ...             the hybrid-gradient estimate through a generator
+  estimators                               Estimator factories: hybrid, random_search, placebo
+  OuterTrainer, OuterConfig, InnerConfig   tune beta while the network trains (jitted steps)
+  Task, Schedule, run                      the run loop: phases, metrics, checkpoints, resume
+
+Subpackages (imported on first use): `hgrad.generators` (the paper's grammars:
+CSG shapes, indoor scenes, faces), `hgrad.tasks` (the paper's experiments and
+their registry), `hgrad.baselines`, `hgrad.study` and `hgrad.random_starts`
+(studies). docs/design.md has the math, README.md the tour.
 """
 
-from hgrad.core.bridge import Generator, RenderConfig
-from hgrad.core.estimator import Deferred, hybrid_grad, hybrid_value_and_grad, hybrid_vjp
+import importlib
+
+from hgrad.core import estimator as estimators
+from hgrad.core.bridge import Generator, RenderConfig, host_errors
+from hgrad.core.estimator import Deferred, Estimator, hybrid_grad, hybrid_value_and_grad, hybrid_vjp
 from hgrad.core.layout import ParamLayout, ParamSpec
 from hgrad.core.loop import Schedule, Task, run
-from hgrad.core.outer import HybridGradient, OuterConfig, OuterState
+from hgrad.core.outer import BetaUpdate, InnerProblem, OuterConfig, OuterState, OuterTrainer
+from hgrad.core.errors import DataError, GeneratorError, RenderError
 from hgrad.core.unroll import InnerConfig, InnerState, unroll
-from hgrad.generators.csg import CSG_LAYOUT, CSGConfig
-from hgrad.generators.csg_host import csg_generator
-from hgrad.generators.sample import Sample
 
-__all__ = ["CSG_LAYOUT", "CSGConfig", "Deferred", "Generator", "HybridGradient", "InnerConfig",
-           "InnerState", "OuterConfig", "OuterState", "ParamLayout", "ParamSpec", "RenderConfig",
-           "Sample", "Schedule", "Task", "csg_generator", "hybrid_grad", "hybrid_value_and_grad",
-           "hybrid_vjp", "run", "unroll"]
-__version__ = "0.2.0"
+__all__ = ["BetaUpdate", "DataError", "Deferred", "Estimator", "Generator", "GeneratorError", "InnerConfig",
+           "InnerProblem", "InnerState", "OuterConfig", "OuterState", "OuterTrainer",
+           "ParamLayout", "ParamSpec", "RenderConfig", "RenderError", "Schedule", "Task",
+           "estimators", "host_errors", "hybrid_grad", "hybrid_value_and_grad", "hybrid_vjp",
+           "run", "unroll"]
+__version__ = "0.3.0"
+
+_SUBMODULES = ("generators", "tasks", "baselines", "study", "random_starts")
+
+
+def __getattr__(name: str):
+  """`hgrad.tasks.registry`, `hgrad.generators`, ... without importing them at `import hgrad`."""
+  if name in _SUBMODULES:
+    return importlib.import_module(f"hgrad.{name}")
+  raise AttributeError(f"module 'hgrad' has no attribute {name!r}")

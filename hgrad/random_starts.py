@@ -244,7 +244,7 @@ def _cells(scores: list[dict], columns) -> list[str]:
 
 def table(summary: dict) -> str:
   """table1.md: the ranking, the paper's Table 1 columns, the paired differences, time to target."""
-  columns = registry.get(summary["task"]).COLUMNS
+  columns = registry.get(summary["task"]).INFO.columns
   synthetic = any("unit_distance_final" in row for row in summary["ranking"])
   picked = {index: name for name, index in summary["picks"].items()}
   lines = [f"# Table 1 `{summary['name']}`: hybrid gradient from random beta", "",

@@ -56,3 +56,23 @@ def local_ray():
   ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
   yield ray
   ray.shutdown()
+
+
+def kill_after(procs, workdir, lines: int, timeout: float = 300.0) -> None:
+  """SIGKILLs every process of `procs` once WORKDIR/metrics.jsonl holds `lines` steps: a hard
+  stop mid-run, after whatever checkpoint came last (the resume redoes the steps since)."""
+  import signal
+  import time
+  path = os.path.join(str(workdir), "metrics.jsonl")
+  deadline = time.time() + timeout
+  while time.time() < deadline and any(p.poll() is None for p in procs):
+    if os.path.exists(path):
+      with open(path) as f:
+        if sum(1 for line in f if line.strip()) >= lines:
+          break
+    time.sleep(0.02)
+  for proc in procs:
+    if proc.poll() is None:
+      os.kill(proc.pid, signal.SIGKILL)
+  for proc in procs:
+    proc.wait(timeout=60)

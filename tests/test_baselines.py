@@ -26,14 +26,13 @@ def test_random_search_points_downhill_on_a_quadratic():
   beta = jnp.zeros(4)
   exact = jax.grad(loss)(beta)
   for k in range(10):
-    value, grad = estimator.random_search_value_and_grad(
-        generate, loss, beta, jax.random.key(k), num_perturbations=16, sigma=0.1)
+    value, grad = estimator.random_search(16, 0.1)(generate, loss, beta, jax.random.key(k))
     assert value == loss(beta)
     assert jnp.dot(grad, exact) > 0, "the estimate has a positive projection on the gradient"
     assert loss(beta - 0.01 * grad) < loss(beta)
   # Averaged, it is the gradient (antithetic differences are exact for a quadratic).
-  grads = jax.vmap(lambda k: estimator.random_search_value_and_grad(
-      generate, loss, beta, k, num_perturbations=4, sigma=0.1)[1])(jax.random.split(jax.random.key(0), 4000))
+  grads = jax.vmap(lambda k: estimator.random_search(4, 0.1)(generate, loss, beta, k)[1])(
+      jax.random.split(jax.random.key(0), 4000))
   np.testing.assert_allclose(grads.mean(0), exact, atol=0.15 * float(jnp.linalg.norm(exact)))
 
 

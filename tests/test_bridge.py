@@ -69,15 +69,15 @@ def test_pool_reports_value_errors_and_bad_platform(monkeypatch):
   pool = RenderPool(CSGHost, CSGConfig(resolution=16), 1)
   try:
     with pytest.raises(ValueError, match="1 betas but 2 seeds"):     # raised in the worker
-      pool.render_batch(CSGHost.layout.default[None], np.zeros((1, 2), np.uint32))
-    sample, stats = pool.render_batch(CSGHost.layout.default[None], np.zeros(1, np.uint32))
+      pool.call("render_batch", CSGHost.layout.default[None], np.zeros((1, 2), np.uint32))
+    sample, stats = pool.call("render_batch", CSGHost.layout.default[None], np.zeros(1, np.uint32))
     assert sample.image.shape == (1, 16, 16, 1) and stats["samples"] == 1
   finally:
     pool.close()
   monkeypatch.setenv("PYOPENGL_PLATFORM", "bogus")
   with pytest.raises(raster.RenderError, match="'egl' or 'osmesa'"):
-    RenderPool(CSGHost, CSGConfig(resolution=16), 1).render_batch(
-        CSGHost.layout.default[None], np.zeros(1, np.uint32))
+    RenderPool(CSGHost, CSGConfig(resolution=16), 1).call(
+        "render_batch", CSGHost.layout.default[None], np.zeros(1, np.uint32))
 
 
 def test_no_egl_falls_back_to_osmesa_or_names_both():
@@ -90,7 +90,7 @@ from hgrad.generators.csg_host import CSGHost
 from hgrad.core.pool import RenderPool
 pool = RenderPool(CSGHost, CSGConfig(resolution=16), 1)
 try:
-  pool.render_batch(CSGHost.layout.default[None], np.zeros(1, np.uint32))
+  pool.call("render_batch", CSGHost.layout.default[None], np.zeros(1, np.uint32))
   print("RENDERED")
 except raster.RenderError as e:
   print("ERROR", e)
@@ -139,3 +139,79 @@ def test_pyopengl_3_1_0_on_python_3_12_is_named_not_a_ctypes_error():
   raster.check_pyopengl("3.1.9", (3, 12, 3))
   with pytest.raises(raster.RenderError, match=r"PyOpenGL 3.1.0 .* Python 3.12: install PyOpenGL>=3.1.7"):
     raster.check_pyopengl("3.1.0", (3, 12, 3))
+
+
+# --- The output contract: every bad output is one hgrad error that names it ----------------
+
+def _toy_generator(render):
+  import hgrad
+  layout = hgrad.ParamLayout("toy", [hgrad.ParamSpec("radius_mean", 0.0, 1.0, 0.5)])
+  spec = {"image": jax.ShapeDtypeStruct((16, 16, 1), jnp.float32),
+          "label": jax.ShapeDtypeStruct((2,), jnp.float32)}
+  return hgrad.Generator.from_function(render, layout, spec)
+
+
+def _good(beta, seeds):
+  n = len(seeds)
+  return {"image": np.zeros((n, 16, 16, 1), np.float32), "label": np.ones((n, 2), np.float32)}
+
+
+BAD_OUTPUTS = {
+    "batch-last, same size": (
+        lambda b, s: dict(_good(b, s), image=np.zeros((16, 16, 1, len(s)), np.float32)),
+        r"output 'image' has shape \(16, 16, 1, 2\), expected \(2, 16, 16, 1\).*batch axis first"),
+    "channels first, same size": (
+        lambda b, s: dict(_good(b, s), image=np.zeros((len(s), 1, 16, 16), np.float32)),
+        r"output 'image' has shape \(2, 1, 16, 16\), expected \(2, 16, 16, 1\)"),
+    "wrong size": (
+        lambda b, s: dict(_good(b, s), image=np.zeros((len(s), 8, 16, 1), np.float32)),
+        r"output 'image' has shape \(2, 8, 16, 1\), expected \(2, 16, 16, 1\)"),
+    "NaN": (
+        lambda b, s: dict(_good(b, s), label=np.where(np.arange(len(s))[:, None] == 1, np.nan,
+                                                      np.ones((len(s), 2), np.float32))),
+        r"output 'label' is NaN or infinite in sample 1 \(seed \d+\) at beta \{'radius_mean'"),
+    "missing key": (
+        lambda b, s: {"image": _good(b, s)["image"]},
+        r"declares \['image', 'label'\]: missing \['label'\]"),
+    "extra key": (
+        lambda b, s: dict(_good(b, s), depth=np.zeros(len(s), np.float32)),
+        r"unexpected \['depth'\]"),
+    "(outputs, stats) tuple": (
+        lambda b, s: (_good(b, s), {"samples": len(s)}),
+        r"returned a tuple \(outputs, stats\): return the outputs only"),
+    "a dtype that does not cast": (
+        lambda b, s: dict(_good(b, s), label=np.ones((len(s), 2), np.complex64)),
+        r"output 'label' has dtype complex64, which does not cast to the spec's float32"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_OUTPUTS))
+def test_a_bad_output_is_one_hgrad_error_naming_it(case, capfd):
+  import hgrad
+  render, message = BAD_OUTPUTS[case]
+  generator = _toy_generator(render)
+  betas = jnp.full((2, 1), 0.4)
+  keys = jax.random.split(jax.random.key(0), 2)
+  try:
+    with pytest.raises(hgrad.GeneratorError, match=message):      # the host path
+      generator.render(np.asarray(betas), np.arange(2))
+    capfd.readouterr()
+    with pytest.raises(hgrad.GeneratorError, match=message):      # under jit and vmap
+      with hgrad.host_errors():
+        jax.block_until_ready(jax.jit(jax.vmap(generator.generate))(betas, keys))
+    assert "Traceback" not in capfd.readouterr().err, "reported once, by the exception"
+  finally:
+    generator.close()
+
+
+def test_good_outputs_pass_and_a_nan_check_can_be_turned_off():
+  import hgrad
+  generator = _toy_generator(_good)
+  out = jax.jit(jax.vmap(jax.vmap(generator.generate)))(jnp.full((2, 3, 1), 0.4),
+                                                         jax.random.split(jax.random.key(0), 6).reshape(2, 3))
+  assert out["image"].shape == (2, 3, 16, 16, 1) and out["label"].dtype == jnp.float32
+  generator.close()
+  unchecked = hgrad.Generator.from_function(BAD_OUTPUTS["NaN"][0], generator.layout,
+                                            generator.output_spec, check_finite=False)
+  assert np.isnan(unchecked.render(np.full((2, 1), 0.4), np.arange(2))["label"]).any()
+  unchecked.close()

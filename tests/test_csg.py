@@ -164,7 +164,7 @@ def test_unions_drawn_by_the_z_buffer_match_exact_unions():
   for exact in (True, False):
     host = CSGHost(csg.CSGConfig(resolution=32, exact_unions=exact))
     try:
-      renders.append(host.render_batch(beta, seeds))
+      renders.append((host.render_batch(beta, seeds), host.pop_stats()))
     finally:
       host.close()
   (exact, exact_stats), (drawn, drawn_stats) = renders
@@ -234,9 +234,9 @@ def test_a_small_batch_after_a_large_one_reads_back_only_its_own_layers():
   try:
     used.render_batch(beta, seeds)
     assert used._raster().allocated_layers == 64
-    small, _ = used.render_batch(beta[:3], seeds[:3])
+    small = used.render_batch(beta[:3], seeds[:3])
     assert used._raster().allocated_layers == 4
-    expected, _ = fresh.render_batch(beta[:3], seeds[:3])
+    expected = fresh.render_batch(beta[:3], seeds[:3])
   finally:
     used.close()
     fresh.close()

@@ -41,10 +41,10 @@ def train_loss(params, batch):
   return jnp.mean((features(batch["x"]) @ params["w"] - batch["y"]) ** 2)
 
 
-def make_hg(**outer_overrides):
+def make_trainer(**outer_overrides):
   config = dict(num_perturbations=2, sigma=0.05, learning_rate=0.05, directions="orthogonal")
   config.update(outer_overrides)
-  return outer.HybridGradient(
+  return outer.OuterTrainer(
       generate, LAYOUT, train_loss=train_loss, eval_loss=lambda p: train_loss(p, REAL),
       inner=unroll.InnerConfig(steps=4, batch_size=8, optimizer="adam", learning_rate=0.05),
       outer=outer.OuterConfig(**config))
@@ -54,17 +54,17 @@ PARAMS0 = {"w": jnp.zeros((8, 1))}
 
 
 def test_outer_step_moves_beta_toward_the_data_and_stays_in_box():
-  hg = make_hg()
+  trainer = make_trainer()
   beta0 = LAYOUT.default.copy()
   beta0[1] = LAYOUT.high[1]                        # on the upper edge
-  state = hg.init(beta0, PARAMS0)
+  state = trainer.init(beta0, PARAMS0)
   key = jax.random.key(0)
   first_L = None
   for _ in range(40):
-    state, metrics = hg.outer_step(state, key)
+    state, metrics = trainer.outer_step(state, key)
     first_L = first_L if first_L is not None else float(metrics["L"])
-  assert hg.outer_step._cache_size() == 1
-  beta = np.asarray(hg.beta(state))
+  assert trainer._jitted_outer._cache_size() == 1
+  beta = np.asarray(trainer.beta(state))
   assert np.all(beta >= LAYOUT.low) and np.all(beta <= LAYOUT.high)
   assert np.all((np.asarray(state.u) >= 0) & (np.asarray(state.u) <= 1))
   assert abs(beta[0] - 1.0) < abs(beta0[0] - 1.0) - 0.5, beta
@@ -72,22 +72,22 @@ def test_outer_step_moves_beta_toward_the_data_and_stays_in_box():
 
 
 def test_init_checks_beta0_once_with_its_name():
-  hg = make_hg()
+  trainer = make_trainer()
   with pytest.raises(ValueError, match="my beta0 must have trailing dimension 2"):
-    hg.init(np.zeros(3), PARAMS0, what="my beta0")
+    trainer.init(np.zeros(3), PARAMS0, what="my beta0")
   with pytest.raises(ValueError, match=r"NaN or infinite in dimension\(s\) 1 \(x_log_std\)"):
-    hg.init(np.array([0.0, np.nan]), PARAMS0)
+    trainer.init(np.array([0.0, np.nan]), PARAMS0)
 
 
 def test_custom_optimizers_are_used():
   """A researcher's own optax transformations replace the configured ones."""
   import optax
-  hg = outer.HybridGradient(
+  trainer = outer.OuterTrainer(
       generate, LAYOUT, train_loss=train_loss, eval_loss=lambda p: train_loss(p, REAL),
       inner=unroll.InnerConfig(steps=2, batch_size=4), outer=outer.OuterConfig(),
       inner_optimizer=optax.sgd(0.0), beta_optimizer=optax.sgd(0.0))
-  state = hg.init(LAYOUT.default, PARAMS0)
-  new, _ = hg.outer_step(state, jax.random.key(1))
+  state = trainer.init(LAYOUT.default, PARAMS0)
+  new, _ = trainer.outer_step(state, jax.random.key(1))
   np.testing.assert_array_equal(new.u, state.u)
   np.testing.assert_array_equal(new.inner.params["w"], PARAMS0["w"])
 
@@ -97,15 +97,15 @@ class _Interrupt(Exception):
 
 
 def _toy_task(interrupt_at: int = -1) -> loop.Task:
-  hg = make_hg()
-  step_fn = loop.hybrid_step(hg)
+  trainer = make_trainer()
+  step_fn = loop.trainer_step(trainer)
 
   def step(state, phase, key):
     if int(state.step) == interrupt_at:
       raise _Interrupt()
     return step_fn(state, phase, key)
-  return loop.Task("toy", hg, PARAMS0, LAYOUT.default, step=step,
-                   evaluate=lambda params: {"L_final": float(hg.evaluate(params))})
+  return loop.Task("toy", trainer, PARAMS0, LAYOUT.default, step=step,
+                   evaluate=lambda params: {"L_final": float(trainer.evaluate(params))})
 
 
 @pytest.mark.slow
@@ -168,11 +168,70 @@ def test_unroll_is_differentiable_in_the_data():
 def test_engine_needs_no_opengl():
   """Importing and running the engine never loads OpenGL or pyrender."""
   code = ("import sys, test_engine as t, jax\n"
-          "hg = t.make_hg(); s = hg.init(t.LAYOUT.default, t.PARAMS0)\n"
-          "hg.outer_step(s, jax.random.key(0))\n"
+          "trainer = t.make_trainer(); s = trainer.init(t.LAYOUT.default, t.PARAMS0)\n"
+          "trainer.outer_step(s, jax.random.key(0))\n"
           "bad = [m for m in ('OpenGL', 'pyrender') if m in sys.modules]\n"
           "assert not bad, bad\nprint('NO_GL_OK')")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(REPO_ROOT, "tests"), REPO_ROOT]))
   result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=300)
   assert "NO_GL_OK" in result.stdout, result.stderr[-3000:]
+
+
+def test_a_task_missing_a_member_fails_at_registration_naming_it():
+  import types
+  from hgrad.tasks import mbii, registry
+  own = types.SimpleNamespace(INFO=mbii.INFO, build=mbii.build, run=mbii.run,
+                              evaluate_data=mbii.evaluate_data)         # no summary
+  with pytest.raises(ValueError, match=r"task 'mine' .* lacks \['summary'\]"):
+    registry.register("mine", own)
+  assert "mine" not in registry.names()
+  own.summary = mbii.summary
+  registry.register("mine", own)
+  try:
+    assert registry.get("mine") is own and isinstance(own, registry.TaskModule)
+  finally:
+    registry._TASKS.pop("mine")
+  import hgrad
+  assert hgrad.tasks.registry is registry        # reachable after `import hgrad`
+
+
+def test_one_estimate_through_hybrid_vjp_hybrid_grad_and_the_outer_step():
+  """The same key gives the same estimate in all three; sigma is in box units in each (the
+  toy's two boxes are 4 and 3.5 wide: sigma in beta's own units would differ by those)."""
+  import hgrad
+  trainer = make_trainer(num_perturbations=2, sigma=0.05)
+  state = trainer.init(LAYOUT.default, PARAMS0)
+  key = jax.random.key(11)
+  _, metrics = trainer.outer_step(state, key)
+  after, _ = trainer.outer_step(state, key)
+  grad_u = np.asarray(after.last_grad)                       # the outer step's estimate, on u
+  step_key = jax.random.fold_in(key, state.step)             # the key the step used
+  samples = lambda beta, k: trainer.samples(LAYOUT.to_unit(beta), k)   # the step's n samples
+  loss = lambda data: trainer.problem.loss_of_data(state.inner)(data)[0]
+  beta0 = jnp.asarray(LAYOUT.default)
+  kwargs = dict(num_perturbations=2, sigma=0.05, layout=LAYOUT)
+  grad_beta = np.asarray(hgrad.hybrid_grad(samples, loss, beta0, step_key, **kwargs))
+  f = hgrad.hybrid_vjp(samples, **kwargs)
+  grad_vjp = np.asarray(jax.grad(lambda b: loss(f(b, step_key)))(beta0))
+  np.testing.assert_allclose(grad_vjp, grad_beta, rtol=1e-5)
+  width = LAYOUT.high - LAYOUT.low                           # d/dbeta = d/du / width
+  np.testing.assert_allclose(grad_beta * width, grad_u, rtol=1e-4, atol=1e-7)
+  assert np.all(np.abs(grad_u) > 0)
+  estimate = hgrad.estimators.hybrid(2, 0.05)
+  _, grad_direct = estimate(lambda u, k: samples(LAYOUT.from_unit(u), k), loss,
+                            jnp.asarray(LAYOUT.to_unit(beta0)), step_key)
+  np.testing.assert_allclose(np.asarray(grad_direct), grad_u, rtol=1e-4, atol=1e-7)
+  assert float(metrics["grad_norm"]) == pytest.approx(float(np.linalg.norm(grad_u)), rel=1e-5)
+
+
+def test_estimators_check_their_hyperparameters_when_built():
+  import hgrad
+  with pytest.raises(ValueError, match="directions must be one of"):
+    hgrad.estimators.hybrid(4, 0.05, directions="orthonormal")
+  with pytest.raises(ValueError, match="directions must be one of"):
+    hgrad.hybrid_vjp(generate, num_perturbations=4, sigma=0.05, directions="orthonormal")
+  with pytest.raises(ValueError, match="OuterConfig.directions"):
+    outer.OuterConfig(directions="orthonormal")
+  with pytest.raises(ValueError, match=r"low must be below high for a \(low 1, high 0\)"):
+    ParamLayout("bad", [ParamSpec("a", 1.0, 0.0, 0.5)])

@@ -66,7 +66,7 @@ def test_with_ema_L_is_the_averaged_network_and_the_run_delivers_it(tmp_path):
   assert step == 12
   task, _ = mbii.build(config)
   try:
-    assert float(task.hg.evaluate(params)) == pytest.approx(evaluated[-1]["L"], rel=1e-4)
+    assert float(task.trainer.evaluate(params)) == pytest.approx(evaluated[-1]["L"], rel=1e-4)
   finally:
     task.generator.close()
   # Resuming that workdir under another state structure (no average) names the problem.

@@ -107,24 +107,24 @@ def test_engine_optimizes_log_coordinates_with_adam(coordinates):
 
   def train_loss(params, batch):
     return jnp.mean((jnp.sin(batch["x"]) * params["w"] + params["b"] - batch["y"]) ** 2)
-  hg = outer.HybridGradient(
+  trainer = outer.OuterTrainer(
       generate, layout, train_loss=train_loss,
       eval_loss=lambda p: train_loss(p, {"x": x_real, "y": jnp.sin(3 * x_real)}),
       inner=unroll.InnerConfig(steps=2, batch_size=4),
       outer=outer.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=0.05,
                               optimizer="adam", coordinates=coordinates,
                               directions="orthogonal"))
-  state = hg.init(layout.default, {"w": jnp.zeros(()), "b": jnp.zeros(())})
-  np.testing.assert_allclose(hg.beta(state), layout.default, rtol=1e-5)
+  state = trainer.init(layout.default, {"w": jnp.zeros(()), "b": jnp.zeros(())})
+  np.testing.assert_allclose(trainer.beta(state), layout.default, rtol=1e-5)
   np.testing.assert_allclose(state.u[1], np.log(0.01 / 1e-3) / np.log(1.0 / 1e-3), rtol=1e-5)
   logit = lambda p: np.log(p / (1 - p))
   np.testing.assert_allclose(
       state.u[2], 0.2 if coordinates == "log" else
       (logit(0.2) - logit(LOGIT_FLOOR)) / (logit(1 - LOGIT_FLOOR) - logit(LOGIT_FLOOR)), rtol=1e-5)
-  first, _ = hg.outer_step(state, jax.random.key(0))
+  first, _ = trainer.outer_step(state, jax.random.key(0))
   # Adam's first step moves every coordinate by ~lr (bias-corrected), not 2-3x lr.
   np.testing.assert_allclose(np.abs(first.u - state.u), 0.05, rtol=0.05)
-  beta = np.asarray(hg.beta(first))
+  beta = np.asarray(trainer.beta(first))
   assert np.all((beta >= layout.low) & (beta <= layout.high))
 
 

@@ -31,39 +31,39 @@ def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False, frozen=()
   beta_star = CSG_LAYOUT.default.copy()
   beta_star[CSG_LAYOUT.index("p_expand")] = 0.9
   real = jax.tree.map(jnp.asarray, generator.render(np.tile(beta_star, (4, 1)), 1000 + np.arange(4)))
-  hg = outer.HybridGradient(generator.generate, generator.layout,
+  trainer = outer.OuterTrainer(generator.generate, generator.layout,
                             train_loss=losses.train_loss_fn(net, losses.LossConfig()),
                             eval_loss=common.eval_loss_fn(net, real), inner=inner,
                             outer=config, mesh=mesh,
                             deferred=generator.deferred if overlap else None)
   params = network.init_params(net, jax.random.key(0), RES)
-  return generator, hg, params
+  return generator, trainer, params
 
 
 @pytest.fixture(scope="module")
 def setup():
-  generator, hg, params = build(learning_rate=0.5)
-  yield hg, params
+  generator, trainer, params = build(learning_rate=0.5)
+  yield trainer, params
   generator.close()
 
 
 @pytest.mark.slow
 def test_outer_step_compiles_once_and_keeps_beta_in_box(setup):
-  hg, params = setup
+  trainer, params = setup
   beta0 = CSG_LAYOUT.default.copy()
   beta0[CSG_LAYOUT.index("p_expand")] = 1.0                 # on the upper edge
   beta0[CSG_LAYOUT.index("translate_x_var")] = CSG_LAYOUT.low[10]   # on the lower edge
-  state = hg.init(beta0, params)
+  state = trainer.init(beta0, params)
   key = jax.random.key(42)
   history = []
   for _ in range(3):
-    state, metrics = hg.outer_step(state, key)
+    state, metrics = trainer.outer_step(state, key)
     history.append(jax.tree.map(np.asarray, metrics))
-  assert hg.outer_step._cache_size() == 1
+  assert trainer._jitted_outer._cache_size() == 1
   assert int(state.step) == 3
-  beta = np.asarray(hg.beta(state))
+  beta = np.asarray(trainer.beta(state))
   assert np.all(beta >= CSG_LAYOUT.low) and np.all(beta <= CSG_LAYOUT.high)
-  assert not np.allclose(beta, hg.layout.clip(beta0)), "beta moved"
+  assert not np.allclose(beta, trainer.layout.clip(beta0)), "beta moved"
   for m in history:
     assert np.isfinite(m["L"]) and np.isfinite(m["grad_norm"]) and m["grad_norm"] > 0
     assert -1.0 <= m["grad_cosine"] <= 1.0
@@ -73,17 +73,17 @@ def test_outer_step_compiles_once_and_keeps_beta_in_box(setup):
 @pytest.mark.slow
 @pytest.mark.parametrize("overlap", [False, True])
 def test_frozen_dimensions_stay_at_beta0_and_the_others_move(overlap):
-  generator, hg, params = build(learning_rate=0.5, overlap=overlap, frozen=("p_*", "*_var"))
+  generator, trainer, params = build(learning_rate=0.5, overlap=overlap, frozen=("p_*", "*_var"))
   try:
-    state = hg.init(CSG_LAYOUT.default, params)
+    state = trainer.init(CSG_LAYOUT.default, params)
     for _ in range(2):
-      state, metrics = hg.outer_step(state, jax.random.key(3))
-    beta = np.asarray(hg.beta(state))
+      state, metrics = trainer.outer_step(state, jax.random.key(3))
+    beta = np.asarray(trainer.beta(state))
     frozen = np.array([n.startswith("p_") or n.endswith("_var") for n in CSG_LAYOUT.names])
-    assert frozen.sum() == 7 + 3 + 1 and len(hg.free) == CSG_LAYOUT.dim - frozen.sum()
+    assert frozen.sum() == 7 + 3 + 1 and len(trainer.update.free) == CSG_LAYOUT.dim - frozen.sum()
     np.testing.assert_array_equal(beta[frozen], CSG_LAYOUT.default[frozen])
     assert np.all(beta[~frozen] != CSG_LAYOUT.default[~frozen]), "every free dimension moved"
-    assert np.asarray(state.prev_grad)[frozen].max() == 0 and np.isfinite(metrics["L"])
+    assert np.asarray(state.last_grad)[frozen].max() == 0 and np.isfinite(metrics["L"])
   finally:
     generator.close()
 
@@ -100,25 +100,25 @@ def test_frozen_patterns_are_checked():
 @pytest.mark.slow
 def test_trust_region_holds_beta_near_beta0(setup):
   """The step is the unconstrained one pulled back onto the ball around beta0's u."""
-  free_hg, params = setup
-  generator, hg, _ = build(learning_rate=0.5, trust_radius=0.1)
+  free_trainer, params = setup
+  generator, trainer, _ = build(learning_rate=0.5, trust_radius=0.1)
   try:
     beta0 = CSG_LAYOUT.default
-    state, free = hg.init(beta0, params), free_hg.init(beta0, params)
-    np.testing.assert_array_equal(state.anchor, free.u)
+    state, free = trainer.init(beta0, params), free_trainer.init(beta0, params)
+    np.testing.assert_array_equal(state.trust_center, free.u)
     key = jax.random.key(5)
-    state, metrics = hg.outer_step(state, key)
-    free, _ = free_hg.outer_step(free, key)
-    step, free_step = np.asarray(state.u - state.anchor), np.asarray(free.u - state.anchor)
+    state, metrics = trainer.outer_step(state, key)
+    free, _ = free_trainer.outer_step(free, key)
+    step, free_step = np.asarray(state.u - state.trust_center), np.asarray(free.u - state.trust_center)
     assert np.linalg.norm(free_step) > 0.3, "without the ball this step goes far past 0.1"
     assert np.linalg.norm(step) == pytest.approx(0.1, rel=1e-3)
     assert metrics["trust_distance"] == pytest.approx(0.1, rel=1e-3)
     moved = free_step != 0       # (the free step is also cut by the box; the ball's is not)
     np.testing.assert_array_equal(np.sign(step[moved]), np.sign(free_step[moved]))
     for _ in range(2):
-      state, metrics = hg.outer_step(state, key)
-      assert np.linalg.norm(np.asarray(state.u - state.anchor)) <= 0.1 + 1e-6
-    beta = np.asarray(hg.beta(state))
+      state, metrics = trainer.outer_step(state, key)
+      assert np.linalg.norm(np.asarray(state.u - state.trust_center)) <= 0.1 + 1e-6
+    beta = np.asarray(trainer.beta(state))
     assert np.all(beta >= CSG_LAYOUT.low) and np.all(beta <= CSG_LAYOUT.high)
   finally:
     generator.close()
@@ -128,13 +128,13 @@ def test_trust_region_holds_beta_near_beta0(setup):
 
 def test_steps_replay_from_fold_in_keys(setup):
   """Same state and key -> same step: what resuming relies on."""
-  hg, params = setup
-  state = hg.init(CSG_LAYOUT.default, params)
+  trainer, params = setup
+  state = trainer.init(CSG_LAYOUT.default, params)
   key = jax.random.key(1)
-  first, _ = hg.outer_step(state, key)
-  again, _ = hg.outer_step(state, key)
+  first, _ = trainer.outer_step(state, key)
+  again, _ = trainer.outer_step(state, key)
   np.testing.assert_array_equal(first.u, again.u)
-  trained, metrics = hg.train_step(state, key)
+  trained, metrics = trainer.train_step(state, key)
   assert int(trained.step) == 1 and np.isfinite(metrics["train_loss"])
 
 
@@ -145,11 +145,11 @@ import test_outer as t
 assert len(jax.devices()) == 4, jax.devices()
 results = []
 for devices, overlap in ((jax.devices()[:1], False), (jax.devices(), False), (jax.devices(), True)):
-  generator, hg, params = t.build(mesh=Mesh(np.array(devices), ("devices",)), overlap=overlap)
-  state = hg.init(t.CSG_LAYOUT.default, params)
+  generator, trainer, params = t.build(mesh=Mesh(np.array(devices), ("devices",)), overlap=overlap)
+  state = trainer.init(t.CSG_LAYOUT.default, params)
   for _ in range(2):
-    state, metrics = hg.outer_step(state, jax.random.key(5))
-  results.append((np.asarray(hg.beta(state)), float(metrics["L"]), np.asarray(metrics["grad_norm"])))
+    state, metrics = trainer.outer_step(state, jax.random.key(5))
+  results.append((np.asarray(trainer.beta(state)), float(metrics["L"]), np.asarray(metrics["grad_norm"])))
   generator.close()
 (b1, l1, g1), (b4, l4, g4), (b4o, l4o, g4o) = results
 np.testing.assert_array_equal(b4o, b4)     # overlapped renders, sharded: the same step
@@ -181,12 +181,12 @@ def test_overlapped_renders_give_the_same_steps(num_workers=2):
   default overlap."""
   trajectories, stats = [], []
   for overlap in (False, True):
-    generator, hg, params = build(learning_rate=0.5, num_workers=num_workers, overlap=overlap)
-    state = hg.init(CSG_LAYOUT.default, params)
+    generator, trainer, params = build(learning_rate=0.5, num_workers=num_workers, overlap=overlap)
+    state = trainer.init(CSG_LAYOUT.default, params)
     generator.reset_stats()
     us = []
     for _ in range(3):
-      state, metrics = hg.outer_step(state, jax.random.key(7))
+      state, metrics = trainer.outer_step(state, jax.random.key(7))
       us.append(np.asarray(state.u))
     trajectories.append((np.stack(us), float(metrics["L"]), state.inner.params))
     stats.append(generator.reset_stats())

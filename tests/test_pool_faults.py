@@ -66,12 +66,12 @@ def _wait_dead(pid):
 def test_a_killed_worker_is_replaced_and_the_batch_is_unchanged(pool_class):
   pool = pool_class(CSGHost, CSGConfig(resolution=16), 2)
   try:
-    want, stats = pool.render_batch(*_batch())
+    want, stats = pool.call("render_batch", *_batch())
     assert stats["worker_restarts"] == 0
     victim = pool.worker_pids[0]
     os.kill(victim, signal.SIGKILL)
     _wait_dead(victim)
-    got, stats = pool.render_batch(*_batch())
+    got, stats = pool.call("render_batch", *_batch())
     assert stats["worker_restarts"] == 1 and pool.worker_pids[0] != victim
     for g, w in zip(got, want):
       np.testing.assert_array_equal(g, w)
@@ -86,7 +86,7 @@ def test_a_chunk_that_keeps_killing_workers_fails_naming_them(pool_class, monkey
   named = (r"worker \d+ \(exit code 3\), worker \d+ \(exit code 3\)" if pool_class is RenderPool
            else r"actor pid \d+ .*, actor pid \d+ ")
   with pytest.raises(RenderError, match=r"died 2 times in a row .*" + named + ".*checkpoint"):
-    pool.render_batch(*_batch(2))
+    pool.call("render_batch", *_batch(2))
   assert not pool.worker_pids          # closed
 
 
@@ -97,5 +97,5 @@ def test_a_host_without_gl_fails_naming_both_platforms(pool_class, monkeypatch):
   pool = pool_class(NoGLHost, None, 1)
   with pytest.raises(RenderError, match=r"no headless OpenGL context.*EGL failed: no context on "
                                         r"egl OSMesa failed: no context on osmesa"):
-    pool.render_batch(*_batch(2))
+    pool.call("render_batch", *_batch(2))
   pool.close()

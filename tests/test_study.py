@@ -105,7 +105,7 @@ def test_every_hybrid_variant_is_a_valid_training_config(variant):
     base = copy.deepcopy(config.base)
     base.csg.layout = "lighting"                       # the layout the study runs content under
     study._merge(base, overrides, f"hybrid_{name}")
-    parsed[name] = mbii.parse_config(base)["outer"]
+    parsed[name] = mbii.parse_config(base).training.outer
     outer.free_dimensions(mbii.layout_for(base), tuple(parsed[name].frozen))
   assert parsed["content_trust"].trust_radius == 0.5
   assert parsed["content"].trust_radius == config.base.outer.trust_radius   # the base's

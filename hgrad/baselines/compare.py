@@ -73,13 +73,13 @@ def method_config(base, method: str, seed: int, beta0=None, layout=None,
 
 def _evolution_task(task: loop.Task, config) -> loop.Task:
   evo_config = to_dataclass(evolution.EvolutionConfig, config.evolution, where="config.evolution")
-  evo = evolution.ShapeEvolution(task.generator, task.hg, evo_config, config.seed)
+  evo = evolution.ShapeEvolution(task.generator, task.trainer.problem, evo_config, config.seed)
 
   def step(state, phase: str, key):
     del key
     index = int(state.step)
     inner, metrics = evo.step(state.inner, index) if phase == "outer" else evo.train(state.inner, index)
-    return task.hg.advance(state, inner), metrics
+    return task.trainer.advance(state, inner), metrics
 
   def save_host_state():
     return base64.b64encode(pickle.dumps((evo.population, evo.rejected))).decode("ascii")
@@ -138,7 +138,7 @@ def _stats(values: list[float]) -> str:
 
 def results_table(task_name: str, per_method: dict[str, list[dict]]) -> str:
   task_module = registry.get(task_name)
-  columns, table = task_module.COLUMNS, task_module.PAPER_TABLE
+  columns, table = task_module.INFO.columns, task_module.INFO.paper_table
   split = split_of(next(iter(per_method.values()))[0])
   seeds = len(next(iter(per_method.values())))
   lines = [f"{table.capitalize()} analogue: {task_name}, {split} split, image-mean metrics "
@@ -175,13 +175,13 @@ def run(config, workdir: str) -> dict:
       per_method.setdefault(method, []).append(
           run_method(config.task, config.base, method, seed, run_dir))
       curves.setdefault(method, []).append(curve(run_dir))
-  table_name = registry.get(config.task).PAPER_TABLE
+  table_name = registry.get(config.task).INFO.paper_table
   with open(os.path.join(workdir, f"{table_name}.md"), "w") as f:
     f.write(results_table(config.task, per_method))
   fig4(curves, os.path.join(workdir, "fig4.png"))
   summary: dict[str, Any] = {"task": config.task,
                              "split": split_of(next(iter(per_method.values()))[0]), "methods": {}}
-  columns = registry.get(config.task).COLUMNS
+  columns = registry.get(config.task).INFO.columns
   brs_final = ([c["L"][-1] for c in curves["random_search"]] if "random_search" in curves else None)
   for method, runs in per_method.items():
     split = split_of(runs[0])

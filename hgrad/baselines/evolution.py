@@ -22,7 +22,7 @@ import jax
 import numpy as np
 
 from hgrad.generators import csg
-from hgrad.core.outer import HybridGradient
+from hgrad.core.outer import InnerProblem
 from hgrad.generators.sample import Sample
 
 Path = tuple[str, ...]
@@ -122,19 +122,19 @@ class ShapeEvolution:
   `train(inner_state, step)` a plain training step on population renders.
   """
 
-  def __init__(self, generator, hg: HybridGradient, config: EvolutionConfig, seed: int):
-    self.generator, self.hg, self.config = generator, hg, config
+  def __init__(self, generator, problem: InnerProblem, config: EvolutionConfig, seed: int):
+    self.generator, self.problem, self.config = generator, problem, config
     self.csg_config: csg.CSGConfig = generator.config
     self.seed = seed
-    self.num_samples = hg.inner.num_samples
+    self.num_samples = problem.config.num_samples
     self.rejected = 0
     rng = np.random.default_rng([seed, 0])
     self.population = [self._sample_subtree(rng, self.csg_config.max_depth)
                        for _ in range(config.initial_population)]
 
     def train_and_eval(inner, data):
-      trained, losses = hg.train_inner(inner, data, remat=False)
-      return hg.eval_loss(trained.params), trained, losses.mean()
+      trained, losses = problem.train(inner, data, remat=False)
+      return problem.eval_loss(trained.params), trained, losses.mean()
 
     self._evaluate_candidates = jax.jit(jax.vmap(train_and_eval, (None, 0)))
     self._train_on = jax.jit(train_and_eval)

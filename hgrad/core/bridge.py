@@ -10,13 +10,23 @@ dX/dbeta by finite differences.
 batch to the workers and returns a ticket at once, the second waits for it.
 Between them the jitted step computes (the unroll) while the workers render
 (`Generator.deferred`, used by `estimator.hybrid_vjp`).
+
+The output contract: every batch a host returns is checked against the declared
+output spec (keys, shape `(B,) + spec.shape`, a dtype that casts; finite values
+unless `check_finite=False`), and a broken one raises `GeneratorError` naming
+the output, and for a value the sample, its seed and its beta. Raised inside a
+callback, XLA would wrap it in its own runtime error (and JAX log it once more):
+under `host_errors()` (the run loop uses it) the error reaches the caller once,
+as itself.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import itertools
+import logging
 import os
 import threading
 import time
@@ -28,7 +38,8 @@ import numpy as np
 
 from hgrad.core.estimator import Deferred
 from hgrad.core.layout import ParamLayout
-from hgrad.core.pool import RenderPool, merge_stats
+from hgrad.core import pool as pool_lib
+from hgrad.core.pool import GeneratorError, RenderPool, merge_stats
 from hgrad.core.ray_pool import RayPool
 
 
@@ -66,26 +77,70 @@ class FunctionHost:
   """The host behind `Generator.from_function`: a numpy function, its layout and output spec."""
 
   def __init__(self, spec: tuple[Callable, ParamLayout, Any]):
-    self._render, self.layout, self.output_spec = spec
-
-  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Any, dict]:
-    return self._render(beta_Bxd, seeds_B), {"samples": len(seeds_B)}
+    self.render_batch, self.layout, self.output_spec = spec
 
   def close(self):
     pass
 
 
+# The GeneratorErrors raised inside callbacks since `host_errors()` was entered (per thread of
+# the caller is not knowable from the callback's thread: one list, cleared on entry).
+_RAISED: list[GeneratorError] = []
+
+
+class _DropReportsOfGeneratorErrors(logging.Filter):
+  """JAX logs every exception raised in a callback before XLA re-raises it: for a
+  GeneratorError (reported once, by `host_errors()` or in XLA's error) that is a duplicate."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.exc_info and isinstance(record.exc_info[1], GeneratorError))
+
+
+_CALLBACK_LOGGER = "jax._src.callback"
+
+
+def _quiet_duplicate_reports() -> None:
+  logger = logging.getLogger(_CALLBACK_LOGGER)
+  if not any(isinstance(f, _DropReportsOfGeneratorErrors) for f in logger.filters):
+    logger.addFilter(_DropReportsOfGeneratorErrors())
+
+
+@contextlib.contextmanager
+def host_errors():
+  """Within it, a `GeneratorError` a host raised inside a jitted computation surfaces as itself
+  instead of as XLA's runtime error around it. Wrap the call that waits for the result
+  (e.g. `jax.block_until_ready`, `jax.device_get`)::
+
+    with hgrad.host_errors():
+      state, metrics = jax.device_get(trainer.outer_step(state, key))
+  """
+  _RAISED.clear()
+  try:
+    yield
+  except jax.errors.JaxRuntimeError:
+    if _RAISED:
+      error = _RAISED.pop()
+      _RAISED.clear()
+      raise error from None
+    raise
+
+
 class Generator:
   """A data generator f(beta, r): a host renderer plus its JAX entry point.
 
-  The host is anything with `layout` (a `ParamLayout`), `output_spec` (a
-  pytree of `jax.ShapeDtypeStruct`, the outputs of ONE sample: e.g. a
-  `Sample`, a dict, an array), `render_batch(beta_Bxd, seeds_B) ->
-  (outputs with a leading B axis, stats dict)` and `close()`. beta reaches it
-  checked (shape, NaN) and clipped to the box: this is the one place where
-  beta enters a renderer. Every in-process host call runs on one thread owned
-  by the generator, and every worker serves its host from one thread, so a GL
-  (or other thread-bound) context the host opens stays current.
+  The host contract: `layout` (a `ParamLayout`), `output_spec` (a pytree of
+  `jax.ShapeDtypeStruct`, the outputs of ONE sample: e.g. a `Sample`, a dict,
+  an array), `render_batch(beta_Bxd, seeds_B) -> outputs` (each output with a
+  leading axis of B samples, sample i rendered from beta[i] and seeds[i],
+  deterministic in both) and `close()`; optionally `pop_stats() -> dict`
+  (timings and counts since the last call, summed over workers into
+  `reset_stats()`), `height` / `width`, `warm_up()` and
+  `render_trees(trees, seeds_B)`. Every batch is checked against
+  `output_spec` (module docstring). beta reaches the host checked (shape,
+  NaN) and clipped to the box: this is the one place where beta enters a
+  renderer. Every in-process host call runs on one thread owned by the
+  generator, and every worker serves its host from one thread, so a GL (or
+  other thread-bound) context the host opens stays current.
 
   Args:
     host_factory: builds the host from `config`. It must be picklable (a
@@ -94,11 +149,16 @@ class Generator:
     num_workers: worker processes (Ray actors); 0 renders in this process;
       None = one per core (for a Ray cluster: one per CPU of the cluster).
     render: where the workers run (`RenderConfig`: "local" processes or "ray").
+    check_finite: raise `GeneratorError` on a NaN or infinite output value
+      (the check costs about a millisecond per batch of 64x64 samples).
   """
 
   def __init__(self, host_factory: Callable[[Any], Any], config: Any,
-               num_workers: int | None = None, render: RenderConfig | None = None):
+               num_workers: int | None = None, render: RenderConfig | None = None,
+               check_finite: bool = True):
+    _quiet_duplicate_reports()
     self.config = config
+    self.check_finite = check_finite
     self._host = host_factory(config)
     self.layout: ParamLayout = self._host.layout
     self.output_spec = self._host.output_spec
@@ -132,15 +192,17 @@ class Generator:
 
   @classmethod
   def from_function(cls, render_batch: Callable[[np.ndarray, np.ndarray], Any],
-                    layout: ParamLayout, output_spec: Any,
-                    num_workers: int | None = 0) -> "Generator":
+                    layout: ParamLayout, output_spec: Any, num_workers: int | None = 0,
+                    check_finite: bool = True) -> "Generator":
     """A generator from a plain numpy `render_batch(beta_Bxd, seeds_B) -> outputs` (no class).
 
-    `output_spec` describes one sample's outputs (a pytree of
-    `jax.ShapeDtypeStruct`). With `num_workers > 0` the function must be
-    importable by name (defined at module level).
+    The host contract's `render_batch` (class docstring); `output_spec`
+    describes one sample's outputs (a pytree of `jax.ShapeDtypeStruct`). With
+    `num_workers > 0` the function must be importable by name (defined at
+    module level).
     """
-    return cls(FunctionHost, (render_batch, layout, output_spec), num_workers)
+    return cls(FunctionHost, (render_batch, layout, output_spec), num_workers,
+               check_finite=check_finite)
 
   @property
   def beta0(self) -> np.ndarray:
@@ -155,7 +217,15 @@ class Generator:
   def render(self, beta_Bxd, seeds_B) -> Any:
     """Host path: numpy in, numpy out; sample i is f(clip(beta[i]), seeds[i])."""
     beta_Bxd = self.layout.clip(self.layout.check(beta_Bxd).reshape(-1, self.layout.dim))
-    return self._host_call("render_batch", beta_Bxd, np.asarray(seeds_B, np.uint32).reshape(-1))
+    return self._render_checked(beta_Bxd, np.asarray(seeds_B, np.uint32).reshape(-1))
+
+  def _render_checked(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray,
+                      wall_key: str = "host_wall_s") -> Any:
+    """render_batch on checked, clipped betas; its outputs checked for finite values."""
+    outputs = self._host_call("render_batch", beta_Bxd, seeds_B, wall_key=wall_key)
+    if self.check_finite:
+      pool_lib.check_finite(outputs, betas=beta_Bxd, seeds=seeds_B, layout=self.layout)
+    return outputs
 
   def render_trees(self, trees, seeds_B) -> Any:
     """Renders explicit shapes (generators that support it, e.g. CSG trees)."""
@@ -166,9 +236,9 @@ class Generator:
     host_wall_s for calls the step waits on, host_overlapped_s for submitted ones."""
     start = time.perf_counter()
     if self._pool is not None:
-      outputs, stats = getattr(self._pool, method)(*args)
+      outputs, stats = self._pool.call(method, *args)
     else:
-      outputs, stats = self._thread.submit(getattr(self._host, method), *args).result()
+      outputs, stats = self._thread.submit(pool_lib.host_call, self._host, method, args).result()
     stats[wall_key] = time.perf_counter() - start
     stats["host_calls"] = 1
     self._add_stats(stats)
@@ -179,13 +249,23 @@ class Generator:
       self.stats = merge_stats([self.stats, stats])
 
   def _shaped(self, flat: Any, batch_shape: tuple[int, ...]) -> Any:
-    return jax.tree.map(lambda x, spec: np.ascontiguousarray(x, spec.dtype).reshape(
-        batch_shape + spec.shape), flat, self.output_spec)
+    """Checked outputs (B, ...) with B = prod(batch_shape) -> batch_shape + spec.shape."""
+    return jax.tree.map(lambda x, spec: x.reshape(batch_shape + spec.shape), flat,
+                        self.output_spec)
+
+  @staticmethod
+  def _reported(call: Callable[[], Any]) -> Any:
+    """call() inside a host callback; a GeneratorError is remembered for `host_errors()`."""
+    try:
+      return call()
+    except GeneratorError as error:
+      _RAISED.append(error)
+      raise
 
   def _callback(self, beta, seed) -> Any:
     beta, seed = np.asarray(beta), np.asarray(seed)
-    return self._shaped(self.render(beta.reshape(-1, self.layout.dim), seed.reshape(-1)),
-                        seed.shape)
+    return self._reported(lambda: self._shaped(
+        self.render(beta.reshape(-1, self.layout.dim), seed.reshape(-1)), seed.shape))
 
   def _submit_callback(self, beta, seed, after) -> np.ndarray:
     del after
@@ -194,7 +274,7 @@ class Generator:
     # Checked now, so bad beta fails here and not in the collecting callback.
     beta_Bxd = self.layout.clip(self.layout.check(beta.reshape(-1, self.layout.dim)))
     self._pending[ticket] = self._submitter.submit(
-        self._host_call, "render_batch", beta_Bxd, seed.reshape(-1).astype(np.uint32),
+        self._render_checked, beta_Bxd, seed.reshape(-1).astype(np.uint32),
         wall_key="host_overlapped_s")
     return np.full(seed.shape, ticket, np.int32)
 
@@ -207,7 +287,7 @@ class Generator:
                        f"{sorted(self._pending)}: every ticket is collected once, with the "
                        f"shape it was submitted with")
     start = time.perf_counter()
-    outputs = self._pending.pop(int(unique[0])).result()
+    outputs = self._reported(self._pending.pop(int(unique[0])).result)
     self._add_stats({"host_wall_s": time.perf_counter() - start})   # what the step waited
     return self._shaped(outputs, ticket.shape)
 

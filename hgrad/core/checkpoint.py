@@ -17,13 +17,16 @@ class _QuietOrbax(logging.Filter):
     return record.levelno >= logging.WARNING or "/orbax/" not in record.pathname
 
 
-logging.getLogger("absl").addFilter(_QuietOrbax())
-
-
 class Checkpointer:
-  """Keeps the last few checkpoints under `workdir/checkpoints/<step>`."""
+  """Keeps the last few checkpoints under `workdir/checkpoints/<step>`.
+
+  While it is open, orbax's INFO lines (a few per save) are left out of absl's
+  log; its warnings stay.
+  """
 
   def __init__(self, workdir: str, max_to_keep: int = 3):
+    self._quiet = _QuietOrbax()
+    logging.getLogger("absl").addFilter(self._quiet)
     self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
     self._manager = ocp.CheckpointManager(
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
@@ -66,3 +69,4 @@ class Checkpointer:
   def close(self) -> None:
     self._manager.wait_until_finished()
     self._manager.close()
+    logging.getLogger("absl").removeFilter(self._quiet)

@@ -48,6 +48,10 @@ class ParamLayout:
     self.low = np.array([s.low for s in self.specs], np.float32)
     self.high = np.array([s.high for s in self.specs], np.float32)
     self.default = np.array([s.default for s in self.specs], np.float32)
+    bad = np.nonzero(~(self.low < self.high))[0]
+    if bad.size:
+      raise ValueError(f"{name}: low must be below high for " + ", ".join(
+          f"{self.names[i]} (low {self.low[i]:g}, high {self.high[i]:g})" for i in bad))
     bad = np.nonzero((self.low > self.default) | (self.default > self.high))[0]
     if bad.size:
       raise ValueError(f"{name}: default outside the box for {self.describe(bad)}")
@@ -96,7 +100,20 @@ class ParamLayout:
     return ", ".join(f"{i} ({self.names[i]})" for i in np.atleast_1d(indices))
 
   def check(self, beta, *, what: str = "beta") -> np.ndarray:
-    """Returns beta as float32 (..., dim); raises ValueError on shape or NaN/inf."""
+    """Returns beta as float32 (..., dim); raises ValueError on shape or NaN/inf.
+
+    beta may also be a {name: value} mapping (how a run's results hold it), with
+    every name of the layout and no other.
+    """
+    if isinstance(beta, dict):
+      missing = [n for n in self.names if n not in beta]
+      extra = sorted(set(beta) - set(self.names))
+      if missing or extra:
+        raise ValueError(f"{what} as {{name: value}} does not match the {self.name} layout: "
+                         + "; ".join(part for part in (
+                             f"missing {missing}" if missing else "",
+                             f"not in the layout {extra}" if extra else "") if part))
+      beta = [beta[n] for n in self.names]
     beta = np.asarray(beta, np.float32)
     if beta.ndim == 0 or beta.shape[-1] != self.dim:
       raise ValueError(

@@ -35,13 +35,74 @@ import jax
 import numpy as np
 from absl import logging
 
+from hgrad.core.errors import GeneratorError, RenderError
+
 Factory = Callable[[Any], Any]
 _START_TIMEOUT_S = 120.0
 MAX_ATTEMPTS = 3            # workers a chunk may kill before the call fails
 
 
-class RenderError(RuntimeError):
-  """No usable OpenGL context, or the GL pipeline failed (raised by hosts, re-raised here)."""
+
+
+def _output_name(path) -> str:
+  return jax.tree_util.keystr(path, simple=True, separator="/") or "the output"
+
+
+def check_outputs(outputs: Any, spec: Any, batch: int, method: str = "render_batch") -> Any:
+  """`outputs` of a host call against `spec` (one sample's outputs, a pytree of
+  `jax.ShapeDtypeStruct`): the same keys, each of shape `(batch,) + spec.shape` and of a dtype
+  that casts to the spec's (numpy "same_kind"). Returns the outputs cast to the spec's dtypes;
+  raises `GeneratorError` naming what is wrong (values: `check_finite`)."""
+  spec_paths = dict(jax.tree_util.tree_flatten_with_path(spec)[0])
+  try:
+    leaves = jax.tree_util.tree_flatten_with_path(outputs)[0]
+    same_structure = jax.tree.structure(outputs) == jax.tree.structure(spec)
+  except Exception:  # noqa: BLE001 - an object that is no pytree at all
+    same_structure, leaves = False, []
+  if not same_structure:
+    if (isinstance(outputs, tuple) and len(outputs) == 2 and isinstance(outputs[1], dict)
+        and jax.tree.structure(outputs[0]) == jax.tree.structure(spec)):
+      raise GeneratorError(f"{method} returned a tuple (outputs, stats): return the outputs "
+                           f"only (a host reports statistics through pop_stats())")
+    want = sorted(map(_output_name, spec_paths))
+    got = sorted(_output_name(path) for path, _ in leaves)
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    detail = (f"missing {missing}" if missing else "") + (", " if missing and extra else "") + (
+        f"unexpected {extra}" if extra else "")
+    raise GeneratorError(f"{method} returned outputs {got or type(outputs).__name__} where the "
+                         f"output spec declares {want}" + (f": {detail}" if detail else ""))
+  checked = []
+  for (path, value), leaf_spec in zip(leaves, jax.tree.leaves(spec)):
+    name, value = _output_name(path), np.asarray(value)
+    want_shape = (batch,) + tuple(leaf_spec.shape)
+    if value.shape != want_shape:
+      hint = (" (the same number of values in another layout: is the batch axis first?)"
+              if value.size == int(np.prod(want_shape)) else "")
+      raise GeneratorError(f"{method} output {name!r} has shape {value.shape}, expected "
+                           f"{want_shape} (batch {batch} x the spec's {tuple(leaf_spec.shape)})"
+                           f"{hint}")
+    if not np.can_cast(value.dtype, leaf_spec.dtype, casting="same_kind"):
+      raise GeneratorError(f"{method} output {name!r} has dtype {value.dtype}, which does not "
+                           f"cast to the spec's {np.dtype(leaf_spec.dtype)}")
+    checked.append(np.ascontiguousarray(value, leaf_spec.dtype))
+  return jax.tree.unflatten(jax.tree.structure(spec), checked)
+
+
+def check_finite(outputs: Any, *, method: str = "render_batch", betas: np.ndarray | None = None,
+                 seeds: np.ndarray | None = None, layout: Any = None) -> None:
+  """Raises `GeneratorError` naming the first output, sample, seed and beta with a NaN or an
+  infinity (outputs with a leading batch axis)."""
+  for path, value in jax.tree_util.tree_flatten_with_path(outputs)[0]:
+    value = np.asarray(value)
+    if value.dtype.kind not in "fc" or np.isfinite(value).all():
+      continue
+    sample = int(np.nonzero(~np.isfinite(value).reshape(len(value), -1).all(axis=1))[0][0])
+    where = f"sample {sample}" + (f" (seed {int(seeds[sample])})" if seeds is not None else "")
+    if betas is not None:
+      beta = (layout.as_dict(betas[sample]) if layout is not None else
+              np.asarray(betas[sample]).tolist())
+      where += f" at beta {beta}"
+    raise GeneratorError(f"{method} output {_output_name(path)!r} is NaN or infinite in {where}")
 
 
 def _error(e: BaseException):
@@ -124,11 +185,17 @@ def join(results: list[tuple[Any, dict]], restarts: int) -> tuple[Any, dict]:
 
 
 def host_call(host, method: str, args: tuple) -> tuple[Any, dict]:
-  """host.method(*args) with the worker's CPU time in its stats (pool and Ray workers alike)."""
+  """(outputs, stats) of host.method(*args), where it runs (in-process, pool and Ray workers
+  alike): the outputs checked against the host's output spec (`check_outputs`: keys, shapes,
+  dtypes; the last argument is the seeds, one per sample; finiteness is the caller's, on the
+  whole batch), the stats those of `host.pop_stats()` if it has one, with the CPU time."""
   cpu_start = time.process_time()
-  sample, stats = getattr(host, method)(*args)
+  outputs = getattr(host, method)(*args)
+  seeds = np.asarray(args[-1]).reshape(-1)
+  outputs = check_outputs(outputs, host.output_spec, len(seeds), method)
+  stats = dict(host.pop_stats()) if hasattr(host, "pop_stats") else {}
   stats["worker_cpu_s"] = time.process_time() - cpu_start
-  return sample, stats
+  return outputs, stats
 
 
 def start_on_a_platform(start: Callable[[str], None], where: str = "") -> None:
@@ -155,7 +222,10 @@ def chunk_kills_workers(what: str, method: str, deaths: list[str]) -> RenderErro
 
 
 def reraise(kind: str, message: str, trace: str):
-  """A worker's exception, raised here: ValueError and RenderError as themselves."""
+  """A worker's exception, raised here: ValueError, GeneratorError and RenderError as
+  themselves."""
+  if kind == "GeneratorError":
+    raise GeneratorError(message)
   if kind == "ValueError":
     raise ValueError(message)
   if kind == "RenderError":
@@ -270,7 +340,7 @@ class RenderPool:
           restarts += 1
     failures = [r[1] for r in replies if r[0] == "error"]
     if failures:
-      if any(f[0] not in ("ValueError",) for f in failures):
+      if any(f[0] not in ("ValueError", "GeneratorError") for f in failures):
         self.close()
       reraise(*failures[0])
     return join([r[1] for r in replies], restarts)
@@ -286,12 +356,6 @@ class RenderPool:
     self._workers[i] = self._spawn(1, self._platform)[0]
     logging.warning("render %s died; replaced by worker %d, which renders its chunk again",
                     death, self._workers[i][0].pid)
-
-  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Any, dict]:
-    return self.call("render_batch", beta_Bxd, seeds_B)
-
-  def render_trees(self, trees: list, seeds_B: np.ndarray) -> tuple[Any, dict]:
-    return self.call("render_trees", trees, seeds_B)
 
   def close(self):
     workers, self._workers = self._workers, []

@@ -173,12 +173,6 @@ class RayPool:
     logging.warning("render %s died; replaced by actor pid %d, which renders its chunk again",
                     death, self._pids[i])
 
-  def render_batch(self, beta_Bxd, seeds_B) -> tuple[Any, dict]:
-    return self.call("render_batch", beta_Bxd, seeds_B)
-
-  def render_trees(self, trees: list, seeds_B) -> tuple[Any, dict]:
-    return self.call("render_trees", trees, seeds_B)
-
   def close(self):
     actors, self._actors = self._actors, []
     if not actors and not self._owns_ray:

@@ -17,20 +17,35 @@ import optax
 
 @dataclasses.dataclass(frozen=True)
 class InnerConfig:
-  """Inner training: K steps of a smooth optimizer (SGD, optionally with momentum, or Adam)."""
+  """Inner training: K steps of a smooth optimizer (SGD, optionally with momentum, or Adam).
 
-  steps: int = 8                 # K
-  batch_size: int = 8            # B; an outer step generates n = K * B samples
-  optimizer: str = "sgd"         # "sgd" (optionally with momentum) or "adam"
+  Attributes:
+    steps: K, inner steps per global step.
+    batch_size: B; a global step trains on n = K * B samples.
+    optimizer: "sgd" or "adam" (both smooth: the unroll differentiates through them).
+    learning_rate: the inner step size.
+    lr_decay_steps: > 0: cosine decay to `lr_final_fraction` over this many
+      inner steps; -1: over the whole run (resolved by the experiment).
+    lr_final_fraction: the decayed learning rate as a fraction of the first.
+    momentum: SGD's heavy-ball momentum (0: plain SGD).
+    nesterov: SGD's Nesterov momentum.
+    b1: Adam's first-moment decay.
+    remat: `jax.checkpoint` each unrolled step: memory flat in K.
+    ema_decay: > 0: L is evaluated on (and the run delivers) an exponential
+      moving average of the weights, updated once per global step.
+  """
+
+  steps: int = 8
+  batch_size: int = 8
+  optimizer: str = "sgd"
   learning_rate: float = 0.02
-  lr_decay_steps: int = 0        # > 0: cosine decay to lr_final_fraction over this many inner
-                                 # steps; -1: over the whole run (set by the experiment)
+  lr_decay_steps: int = 0
   lr_final_fraction: float = 0.1
-  momentum: float = 0.9          # sgd: 0 = plain SGD; adam: b1
+  momentum: float = 0.0
   nesterov: bool = False
-  remat: bool = True             # jax.checkpoint each step: memory flat in K
-  ema_decay: float = 0.0         # > 0: L is evaluated (and the run delivers) an exponential
-                                 # moving average of the weights, updated once per global step
+  b1: float = 0.9
+  remat: bool = True
+  ema_decay: float = 0.0
 
   def __post_init__(self):
     if self.steps < 1 or self.batch_size < 1:
@@ -44,6 +59,8 @@ class InnerConfig:
       raise ValueError(f"InnerConfig.optimizer must be 'sgd' or 'adam', got {self.optimizer!r}")
     if not 0.0 <= self.momentum < 1.0:
       raise ValueError(f"InnerConfig.momentum must be in [0, 1), got {self.momentum}")
+    if not 0.0 <= self.b1 < 1.0:
+      raise ValueError(f"InnerConfig.b1 must be in [0, 1), got {self.b1}")
     if not 0.0 <= self.ema_decay < 1.0:
       raise ValueError(f"InnerConfig.ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -70,7 +87,7 @@ def inner_optimizer(config: InnerConfig) -> optax.GradientTransformation:
     learning_rate = optax.cosine_decay_schedule(config.learning_rate, config.lr_decay_steps,
                                                 alpha=config.lr_final_fraction)
   if config.optimizer == "adam":
-    return optax.adam(learning_rate, b1=config.momentum, eps_root=1e-8)
+    return optax.adam(learning_rate, b1=config.b1, eps_root=1e-8)
   return optax.sgd(learning_rate, momentum=config.momentum or None, nesterov=config.nesterov)
 
 

@@ -19,7 +19,7 @@ from typing import NamedTuple
 import numpy as np
 import scipy.io
 
-from hgrad.tasks.mbii_data import DataError
+from hgrad.core.errors import DataError
 
 
 class MorphableModel(NamedTuple):

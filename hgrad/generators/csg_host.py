@@ -13,7 +13,7 @@ import numpy as np
 from hgrad.generators import csg
 from hgrad.generators import raster
 from hgrad.core.bridge import Generator, RenderConfig
-from hgrad.generators.host import STAT_KEYS, RasterHost
+from hgrad.generators.host import RasterHost
 from hgrad.generators.sample import Sample, normalize_shading
 
 
@@ -28,20 +28,17 @@ class CSGHost(RasterHost):
     self.layout = config.param_layout
     self.height = self.width = config.resolution
 
-  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> Sample:
     """Renders sample i from (clip(beta[i]), seeds[i]); deterministic in both."""
     seeds_B = self.seeds_for(beta_Bxd, seeds_B)
     start = time.perf_counter()
     noises = [csg.draw_noise(int(seed), self.config.max_depth) for seed in seeds_B]
     trees = [csg.sample_tree(beta.astype(np.float64), noise, self.config)
              for beta, noise in zip(beta_Bxd, noises)]
-    grammar_s = time.perf_counter() - start
-    sample, stats = self._render(trees, noises,
-                                 [csg.lighting(self.config, beta) for beta in beta_Bxd])
-    stats["grammar_s"] += grammar_s
-    return sample, stats
+    self.count(grammar_s=time.perf_counter() - start)
+    return self._render(trees, noises, [csg.lighting(self.config, beta) for beta in beta_Bxd])
 
-  def render_trees(self, trees: list, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+  def render_trees(self, trees: list, seeds_B: np.ndarray) -> Sample:
     """Renders explicit CSG trees (e.g. Shape Evolution's); seeds give camera and light.
 
     The lighting is the config's (under the "lighting" layout: its default beta's).
@@ -52,8 +49,8 @@ class CSGHost(RasterHost):
     return self._render(list(trees), [csg.draw_noise(int(s), self.config.max_depth) for s in seeds_B],
                         [csg.lighting(self.config)] * len(trees))
 
-  def _render(self, trees: list, noises: list, lightings: list) -> tuple[Sample, dict]:
-    stats = dict.fromkeys(STAT_KEYS, 0.0)
+  def _render(self, trees: list, noises: list, lightings: list) -> Sample:
+    booleans = degenerate = 0
     cfg = self.config
     meshes, lights = [], []
     start = time.perf_counter()
@@ -66,16 +63,16 @@ class CSGHost(RasterHost):
       meshes.append(raster.Meshes(verts, cam.normals, cam.tris,
                                   raster.orthographic(1.0, 1.0, 0.5, 2 * z_far + 0.5)))
       lights.append(csg.light(noise, setting))
-      stats["booleans"] += mesh_stats.booleans
-      stats["degenerate_booleans"] += mesh_stats.degenerate_booleans
-    stats["csg_s"] += time.perf_counter() - start
+      booleans += mesh_stats.booleans
+      degenerate += mesh_stats.degenerate_booleans
+    csg_s = time.perf_counter() - start
     start = time.perf_counter()
     rasters = self._raster().render(meshes)
     image = np.stack([normalize_shading(raster.lambertian(n, m, d, a), m)
                       for n, m, (d, a) in zip(rasters.normals, rasters.mask, lights)])
-    stats["render_s"] += time.perf_counter() - start
-    stats["samples"] += len(meshes)
-    return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
+    self.count(csg_s=csg_s, render_s=time.perf_counter() - start, samples=len(meshes),
+               booleans=booleans, degenerate_booleans=degenerate)
+    return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask)
 
 
 def csg_generator(config: csg.CSGConfig | None = None, num_workers: int | None = None,

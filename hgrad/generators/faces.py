@@ -152,7 +152,7 @@ class FaceHost(RasterHost):
     self.model = load_model(config)
     self._projection = raster.perspective(np.radians(config.fov_deg), 1.0, 0.5, 50.0)
 
-  def render_params(self, params: list[FaceParams]) -> tuple[Sample, dict]:
+  def render_params(self, params: list[FaceParams]) -> Sample:
     """Renders explicit coefficients, poses and lights (e.g. the evaluation protocol)."""
     start = time.perf_counter()
     tiles = []
@@ -170,19 +170,16 @@ class FaceHost(RasterHost):
     shading = np.stack([raster.lambertian(n, m, p.light, p.ambient)
                         for n, m, p in zip(rasters.normals, rasters.mask, params)])
     image = np.clip(rasters.color * shading[..., None], 0.0, 1.0)
-    stats = {"grammar_s": build_s, "csg_s": 0.0, "render_s": time.perf_counter() - start,
-             "samples": float(len(params)), "booleans": 0.0, "degenerate_booleans": 0.0}
-    return Sample(image.astype(np.float32), rasters.normals, rasters.depth, rasters.mask), stats
+    self.count(grammar_s=build_s, render_s=time.perf_counter() - start, samples=len(params))
+    return Sample(image.astype(np.float32), rasters.normals, rasters.depth, rasters.mask)
 
-  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> Sample:
     seeds_B = self.seeds_for(beta_Bxd, seeds_B)
     start = time.perf_counter()
     params = [sample_params(b.astype(np.float64), int(s), self.model, self.config)
               for b, s in zip(beta_Bxd, seeds_B)]
-    grammar_s = time.perf_counter() - start
-    sample, stats = self.render_params(params)
-    stats["grammar_s"] += grammar_s
-    return sample, stats
+    self.count(grammar_s=time.perf_counter() - start)
+    return self.render_params(params)
 
 
 def face_generator(config: FaceConfig | None = None, num_workers: int | None = None,

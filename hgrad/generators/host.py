@@ -25,6 +25,19 @@ class RasterHost:
   channels = 1
   with_color = False
   _rasterizer: raster.BatchRasterizer | None = None
+  _stats: dict | None = None
+
+  def count(self, **values: float) -> None:
+    """Adds to the statistics `pop_stats` reports (STAT_KEYS: seconds and counts)."""
+    stats = self._stats if self._stats is not None else dict.fromkeys(STAT_KEYS, 0.0)
+    for key, value in values.items():
+      stats[key] = stats.get(key, 0.0) + float(value)
+    self._stats = stats
+
+  def pop_stats(self) -> dict:
+    """The statistics since the last call (grammar, CSG and render seconds, samples, booleans)."""
+    stats, self._stats = self._stats or dict.fromkeys(STAT_KEYS, 0.0), None
+    return stats
 
   def _raster(self) -> raster.BatchRasterizer:
     if self._rasterizer is None:

@@ -24,7 +24,7 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
-from hgrad.core.pool import RenderError  # noqa: F401  (raised here, re-raised by the pool)
+from hgrad.core.errors import RenderError  # noqa: F401  (raised here, re-raised by the pool)
 
 INSTALL_HINT = (
     "Install an EGL driver (Debian/Ubuntu: apt-get install libegl1 libegl-mesa0 "

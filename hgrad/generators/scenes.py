@@ -182,7 +182,7 @@ class SceneHost(RasterHost):
     self._projection = raster.perspective(np.radians(config.fov_y_deg), aspect, config.near,
                                           config.far)
 
-  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> tuple[Sample, dict]:
+  def render_batch(self, beta_Bxd: np.ndarray, seeds_B: np.ndarray) -> Sample:
     seeds_B = self.seeds_for(beta_Bxd, seeds_B)
     start = time.perf_counter()
     tiles, lights = [], []
@@ -195,9 +195,8 @@ class SceneHost(RasterHost):
     rasters = self._raster().render(tiles)
     image = np.stack([normalize_shading(raster.lambertian(n, m, l, self.config.ambient), m)
                       for n, m, l in zip(rasters.normals, rasters.mask, lights)])
-    stats = {"grammar_s": scene_s, "csg_s": 0.0, "render_s": time.perf_counter() - start,
-             "samples": float(len(tiles)), "booleans": 0.0, "degenerate_booleans": 0.0}
-    return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask), stats
+    self.count(grammar_s=scene_s, render_s=time.perf_counter() - start, samples=len(tiles))
+    return Sample(image[..., None], rasters.normals, rasters.depth, rasters.mask)
 
 
 def scene_generator(config: SceneConfig | None = None, num_workers: int | None = None,

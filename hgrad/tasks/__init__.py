@@ -1,1 +1,3 @@
 """The paper's experiments: networks, losses, data loaders, metrics, evaluation, registry."""
+
+from hgrad.tasks import registry

@@ -40,22 +40,44 @@ class EvalConfig:
   flip: bool = False     # also predict the mirrored image and average (test-time augmentation)
 
 
-def parse_training(config) -> dict[str, Any]:
-  """network, loss, inner (an lr_decay_steps of -1 resolved to the run's length), outer,
-  schedule, evaluation."""
+@dataclasses.dataclass(frozen=True)
+class Training:
+  """The training block every task config writes out (configs/common.py), checked.
+
+  Attributes:
+    network: the stacked hourglass's size.
+    loss: what the network is trained on.
+    inner: K inner steps of B samples and their optimizer (an lr_decay_steps of
+      -1 resolved to the run's length).
+    outer: how beta moves.
+    schedule: the run's phases.
+    evaluation: how the network is scored.
+    render: where renders run.
+  """
+
+  network: network.NetworkConfig
+  loss: losses.LossConfig
+  inner: unroll.InnerConfig
+  outer: outer.OuterConfig
+  schedule: loop.Schedule
+  evaluation: EvalConfig
+  render: RenderConfig
+
+
+def parse_training(config) -> Training:
+  """The training block of a task config, each field checked against its dataclass."""
   schedule = to_dataclass(loop.Schedule, config.schedule, where="config.schedule")
   inner = to_dataclass(unroll.InnerConfig, config.inner, where="config.inner")
   if inner.lr_decay_steps == -1:
     inner = dataclasses.replace(inner, lr_decay_steps=schedule.total_steps * inner.steps)
-  return {
-      "network": to_dataclass(network.NetworkConfig, config.network, where="config.network"),
-      "loss": to_dataclass(losses.LossConfig, config.loss, where="config.loss"),
-      "inner": inner,
-      "outer": to_dataclass(outer.OuterConfig, config.outer, where="config.outer"),
-      "schedule": schedule,
-      "evaluation": to_dataclass(EvalConfig, config.get("evaluation"), where="config.evaluation"),
-      "render": render_config(config),
-  }
+  return Training(
+      network=to_dataclass(network.NetworkConfig, config.network, where="config.network"),
+      loss=to_dataclass(losses.LossConfig, config.loss, where="config.loss"),
+      inner=inner,
+      outer=to_dataclass(outer.OuterConfig, config.outer, where="config.outer"),
+      schedule=schedule,
+      evaluation=to_dataclass(EvalConfig, config.get("evaluation"), where="config.evaluation"),
+      render=render_config(config))
 
 
 def render_config(config) -> RenderConfig:
@@ -153,40 +175,42 @@ def evaluate_depth(predict, params, data: Sample) -> dict:
   return result
 
 
-def synthetic_distances(layout: ParamLayout, beta0, beta, beta_star) -> dict:
-  """How far the run's start and end are from the hidden beta* of a synthetic target."""
+def synthetic_distances(layout: ParamLayout, results: dict, beta_star) -> dict:
+  """How far a run's start and end (its results' beta0 and beta) are from the hidden beta* of
+  a synthetic target."""
   return {"beta_star": layout.as_dict(beta_star),
-          "unit_distance_beta0": layout.unit_distance(beta0, beta_star),
-          "unit_distance_final": layout.unit_distance(beta, beta_star)}
+          "unit_distance_beta0": layout.unit_distance(layout.check(results["beta0"]), beta_star),
+          "unit_distance_final": layout.unit_distance(layout.check(results["beta"]), beta_star)}
 
 
 # --- The task ------------------------------------------------------------------------------
 
-def build(name: str, config, training: dict, generator: Generator,
+def build(name: str, config, training: Training, generator: Generator,
           eval_loss: Callable[[Any], jax.Array], evaluate: Callable[[Any], dict],
-          finish: Callable[[str, Any, dict, Any], None] | None = None,
+          finish: loop.Finish | None = None,
           input_name: str = "input") -> tuple[loop.Task, loop.Schedule]:
-  """The Task: hybrid gradient on `generator`, the hourglass trained on its samples, L = eval_loss.
+  """The Task: `generator`'s beta tuned while the hourglass trains on its samples, L = eval_loss.
 
-  `finish(workdir, state, results, hg)` adds task-specific outputs after the
-  common ones; `input_name` names the network's input in samples.png (e.g. "shading").
+  `finish(workdir, state, history, results)` (the signature of `loop.Task.finish`) adds
+  task-specific outputs after the common ones (curve.png, samples.png); `input_name` names
+  the network's input in samples.png (e.g. "shading").
   """
-  net = training["network"]
-  hg = outer.HybridGradient(generator.generate, generator.layout,
-                            train_loss=losses.train_loss_fn(net, training["loss"]),
-                            eval_loss=eval_loss, inner=training["inner"], outer=training["outer"],
-                            deferred=generator.deferred if training["render"].overlap else None)
+  net = training.network
+  trainer = outer.OuterTrainer(generator.generate, generator.layout,
+                               train_loss=losses.train_loss_fn(net, training.loss),
+                               eval_loss=eval_loss, inner=training.inner, outer=training.outer,
+                               deferred=generator.deferred if training.render.overlap else None)
   params0 = network.init_params(net, jax.random.key(config.seed), (generator.height, generator.width))
   beta0 = np.asarray(config.get("beta0") or generator.beta0, np.float32)
   beta0_source = "config.beta0" if config.get("beta0") else "the layout's defaults"
-  schedule = training["schedule"]
+  schedule = training.schedule
 
   def finish_all(workdir: str, state, history: list[dict], results: dict) -> None:
     step = int(state.step)
     against = describe_source(results.get("data_source", ""))
     plots.curve(history, os.path.join(workdir, "curve.png"),
                 title=f"{name}: L against {against}, {stage(results)}\n{schedule.describe()}")
-    beta = np.asarray(hg.beta(state))
+    beta = np.asarray(trainer.beta(state))
     moved = "" if np.any(beta != beta0) else " (beta has not moved yet)"
     try:   # render workers ignore SIGINT / SIGTERM, so an interrupted run redraws too
       seeds = 123_456 + np.arange(8)
@@ -200,9 +224,9 @@ def build(name: str, config, training: dict, generator: Generator,
         raise
       logging.warning("samples.png not redrawn at the interruption: %s", error)
     if finish is not None:
-      finish(workdir, state, results, hg)
+      finish(workdir, state, history, results)
 
-  task = loop.Task(name, hg, params0, beta0, evaluate, finish_all, generator=generator)
+  task = loop.Task(name, trainer, params0, beta0, evaluate, finish_all, generator=generator)
   return task, schedule
 
 

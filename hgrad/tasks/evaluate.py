@@ -24,13 +24,22 @@ from hgrad.tasks import registry  # noqa: E402
 ERROR_SCALE_DEG = 60.0
 
 
+# Fields an earlier hgrad wrote into config.json that this one no longer has (a run's
+# config is read back to evaluate it or branch from it).
+RETIRED_FIELDS = {"schedule": ("kill_at_step",)}
+
+
 def load_config(workdir: str) -> ml_collections.ConfigDict:
   """The config a run wrote beside its outputs (config.json)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: is {workdir} a run directory?")
   with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+    saved = json.load(f)
+  for block, fields in RETIRED_FIELDS.items():
+    for field in fields:
+      saved.get(block, {}).pop(field, None)
+  return ml_collections.ConfigDict(saved)
 
 
 def load_run(workdir: str):
@@ -79,10 +88,11 @@ def evaluate_run(workdir: str, data: str, split: str) -> dict:
   result's "written" lists those paths."""
   config, params, step = load_run(workdir)
   task = registry.get(config.get("task", "mbii"))
-  if split not in task.SPLITS:
-    raise ValueError(f"{task.NAME} evaluation: split must be one of {task.SPLITS}, got {split!r}")
+  if split not in task.INFO.splits:
+    raise ValueError(f"{task.INFO.name} evaluation: split must be one of {task.INFO.splits}, "
+                     f"got {split!r}")
   result, draw = task.evaluate_data(config, params, data, split)
-  result.update(task=task.NAME, split=split, data=os.path.abspath(data) if data else "",
+  result.update(task=task.INFO.name, split=split, data=os.path.abspath(data) if data else "",
                 checkpoint_step=step)
   written = [os.path.join(workdir, f"eval_{split}.json")]
   with open(written[0], "w") as f:

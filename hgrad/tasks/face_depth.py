@@ -20,13 +20,11 @@ from hgrad.core.config import to_dataclass
 from hgrad.generators import faces
 from hgrad.generators.sample import Sample
 from hgrad.tasks import common
+from hgrad.tasks import registry
 
-NAME = "face"
-LAYOUT = faces.FACE_LAYOUT
-COLUMNS = common.DEPTH_COLUMNS
-PAPER_TABLE = "table4"
-CONFIG_FILE = "face.py"
-SPLITS = ("validation", "test")
+INFO = registry.TaskInfo(name="face", layout=faces.FACE_LAYOUT, config_file="face.py",
+                         splits=("validation", "test"), columns=common.DEPTH_COLUMNS,
+                         paper_table="table4")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,7 +43,7 @@ def protocol_data(face_config: faces.FaceConfig, protocol: FaceProtocolConfig):
   host = faces.FaceHost(face_config)
   try:
     params, identity = faces.protocol_params(host.model, protocol.identities, protocol.seed)
-    sample, _ = host.render_params(params)
+    sample = host.render_params(params)
   finally:
     host.close()
   validation = identity < protocol.validation_identities
@@ -58,33 +56,42 @@ def protocol_data(face_config: faces.FaceConfig, protocol: FaceProtocolConfig):
   return pick(validation), pick(~validation), source
 
 
-def parse_config(config) -> dict[str, Any]:
-  return {"face": to_dataclass(faces.FaceConfig, config.face, where="config.face"),
-          "protocol": to_dataclass(FaceProtocolConfig, config.protocol, where="config.protocol"),
-          **common.parse_training(config)}
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A checked face config: the 3DMM grammar, the evaluation protocol, training."""
+
+  face: faces.FaceConfig
+  protocol: FaceProtocolConfig
+  training: common.Training
+
+
+def parse_config(config) -> Settings:
+  return Settings(to_dataclass(faces.FaceConfig, config.face, where="config.face"),
+                  to_dataclass(FaceProtocolConfig, config.protocol, where="config.protocol"),
+                  common.parse_training(config))
 
 
 def build(config):
   cfg = parse_config(config)
-  net = cfg["network"]
+  net = cfg.training.network
   if net.in_channels != 3:
     raise ValueError(f"config.network.in_channels must be 3 (RGB faces), got {net.in_channels}")
-  validation, test, source = protocol_data(cfg["face"], cfg["protocol"])
-  generator = faces.face_generator(cfg["face"], num_workers=common.num_workers(config),
-                                   render=common.render_config(config))
-  predict = common.make_predict(net, "depth", flip=cfg["evaluation"].flip)
+  validation, test, source = protocol_data(cfg.face, cfg.protocol)
+  generator = faces.face_generator(cfg.face, num_workers=common.num_workers(config),
+                                   render=cfg.training.render)
+  predict = common.make_predict(net, "depth", flip=cfg.training.evaluation.flip)
 
   def evaluate(params) -> dict:
     return {"data_source": source, "validation": common.evaluate_depth(predict, params, validation),
             "test": common.evaluate_depth(predict, params, test)}
 
-  def finish(workdir, state, results, hg) -> None:
-    del workdir, state, hg
+  def finish(workdir, state, history, results) -> None:
+    del workdir, state, history
     logging.info("%s test depth metrics: %s", common.stage(results),
                  {k: round(v, 4) for k, v in results["test"]["image_mean"].items()})
 
-  eval_loss = common.eval_loss_fn(net, validation, "depth", flip=cfg["evaluation"].flip)
-  return common.build("face", config, cfg, generator, eval_loss, evaluate, finish)
+  eval_loss = common.eval_loss_fn(net, validation, "depth", flip=cfg.training.evaluation.flip)
+  return common.build("face", config, cfg.training, generator, eval_loss, evaluate, finish)
 
 
 def run(config, workdir: str) -> dict:
@@ -98,7 +105,7 @@ def evaluate_data(config, params, data: str, split: str) -> tuple[dict, None]:
   """Scores `params` on the face protocol (`split` validation or test) of the morphable model
   at `data` (a BFM-format .mat; "" = the run's own model)."""
   cfg = parse_config(config)
-  face_config = dataclasses.replace(cfg["face"], model_path=data) if data else cfg["face"]
-  validation, test, _ = protocol_data(face_config, cfg["protocol"])
-  predict = common.make_predict(cfg["network"], "depth", flip=cfg["evaluation"].flip)
+  face_config = dataclasses.replace(cfg.face, model_path=data) if data else cfg.face
+  validation, test, _ = protocol_data(face_config, cfg.protocol)
+  predict = common.make_predict(cfg.training.network, "depth", flip=cfg.training.evaluation.flip)
   return common.evaluate_depth(predict, params, validation if split == "validation" else test), None

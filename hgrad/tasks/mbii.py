@@ -21,6 +21,7 @@ from absl import logging
 
 from hgrad.core import loop
 from hgrad.tasks import common
+from hgrad.tasks import registry
 from hgrad.tasks import evaluate
 from hgrad.core.config import to_dataclass
 from hgrad.core.layout import ParamLayout
@@ -31,12 +32,9 @@ from hgrad.generators.sample import Sample
 
 # The hidden setting of the synthetic default: more expansion, mostly spheres
 # and cones, larger attached parts. Only used when no dataset is configured.
-NAME = "mbii"
-LAYOUT = CSG_LAYOUT
-COLUMNS = common.NORMAL_COLUMNS
-PAPER_TABLE = "table2"
-CONFIG_FILE = "mbii.py"
-SPLITS = ("train", "test", "all", "dir")
+INFO = registry.TaskInfo(name="mbii", layout=CSG_LAYOUT, config_file="mbii.py",
+                         splits=("train", "test", "all", "dir"), columns=common.NORMAL_COLUMNS,
+                         paper_table="table2")
 
 SYNTHETIC_BETA_STAR = {"p_sphere": 0.6, "p_cube": 0.05, "p_truncated_cone": 0.3,
                        "p_tetrahedron": 0.05, "p_expand": 0.8, "p_union": 0.8,
@@ -104,7 +102,17 @@ def synthetic_target(csg_config: CSGConfig, synthetic: SyntheticConfig) -> Sampl
                          seeds)
 
 
-def parse_config(config) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A checked MIT-Berkeley config: the data, the grammar, the synthetic target, training."""
+
+  data: mbii_data.MBIIConfig
+  csg: CSGConfig
+  synthetic: SyntheticConfig
+  training: common.Training
+
+
+def parse_config(config) -> Settings:
   data = to_dataclass(mbii_data.MBIIConfig, config.data, where="config.data")
   csg = to_dataclass(CSGConfig, config.csg, where="config.csg")
   if csg.resolution != data.resolution:
@@ -114,7 +122,7 @@ def parse_config(config) -> dict[str, Any]:
     raise ValueError(f"config.csg.fill ({csg.fill}) must equal config.data.fill ({data.fill}): "
                      "renders and real images must share one framing")
   synthetic = to_dataclass(SyntheticConfig, config.synthetic, where="config.synthetic")
-  return {"data": data, "csg": csg, "synthetic": synthetic, **common.parse_training(config)}
+  return Settings(data, csg, synthetic, common.parse_training(config))
 
 
 def load_real(data: mbii_data.MBIIConfig, csg: CSGConfig, synthetic: SyntheticConfig):
@@ -138,11 +146,11 @@ def load_real(data: mbii_data.MBIIConfig, csg: CSGConfig, synthetic: SyntheticCo
 def build(config) -> tuple[loop.Task, loop.Schedule]:
   """The MIT-Berkeley task and its schedule from an ml_collections config."""
   cfg = parse_config(config)
-  net = cfg["network"]
-  train, names, test, test_names, source = load_real(cfg["data"], cfg["csg"], cfg["synthetic"])
-  generator = csg_generator(cfg["csg"], num_workers=common.num_workers(config),
-                            render=common.render_config(config))
-  predict = common.make_predict(net, flip=cfg["evaluation"].flip)
+  net = cfg.training.network
+  train, names, test, test_names, source = load_real(cfg.data, cfg.csg, cfg.synthetic)
+  generator = csg_generator(cfg.csg, num_workers=common.num_workers(config),
+                            render=cfg.training.render)
+  predict = common.make_predict(net, flip=cfg.training.evaluation.flip)
 
   def evaluate(params) -> dict:
     out = {"data_source": source, "train": common.evaluate_normals(predict, params, train, names)}
@@ -150,19 +158,18 @@ def build(config) -> tuple[loop.Task, loop.Schedule]:
       out["test"] = common.evaluate_normals(predict, params, test, test_names)
     return out
 
-  def finish(workdir: str, state, results: dict, hg) -> None:
-    del workdir
+  def finish(workdir: str, state, history: list[dict], results: dict) -> None:
+    del workdir, state, history
     if source == "synthetic":
       results["synthetic"] = common.synthetic_distances(
-          hg.layout, list(results["beta0"].values()), hg.beta(state),
-          beta_star(hg.layout, cfg["synthetic"]))
+          generator.layout, results, beta_star(generator.layout, cfg.synthetic))
     logging.info("%s %s MAE %.2f deg (image mean), %.2f deg (pixel pooled)%s",
                  common.stage(results), "synthetic-target" if source == "synthetic" else "train-split",
                  results["train"]["image_mean"]["mae"], results["train"]["pixel_pooled"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
-  eval_loss = common.eval_loss_fn(net, train, flip=cfg["evaluation"].flip)
-  return common.build("mbii", config, cfg, generator, eval_loss, evaluate, finish,
+  eval_loss = common.eval_loss_fn(net, train, flip=cfg.training.evaluation.flip)
+  return common.build("mbii", config, cfg.training, generator, eval_loss, evaluate, finish,
                       input_name="shading")
 
 
@@ -203,10 +210,10 @@ def evaluate_data(config, params, data: str, split: str) -> tuple[dict, Any]:
     if not os.path.isdir(data):
       raise mbii_data.DataError(f"{data!r} is not a directory")
     mbii_data.check_objects(data, names, f"{split}-split object")
-  cfg = common.parse_training(config)
-  net = cfg["network"]
+  training = common.parse_training(config)
+  net = training.network
   real, names = mbii_data.load(data, names, config.data.resolution, config.data.fill)
-  predict = common.make_predict(net, flip=cfg["evaluation"].flip)
+  predict = common.make_predict(net, flip=training.evaluation.flip)
   result = common.evaluate_normals(predict, params, real, names)
   return result, lambda path: evaluate.panel(real, np.asarray(predict(params, real.image)),
                                              names, path)

@@ -33,6 +33,7 @@ import scipy.io
 import scipy.ndimage
 from PIL import Image, UnidentifiedImageError
 
+from hgrad.core.errors import DataError
 from hgrad.generators.sample import Sample, normalize_shading
 
 MIT_TRAIN = ("apple", "box", "cup1", "dinosaur", "frog1", "panther", "paper1", "phone",
@@ -45,8 +46,6 @@ DATA_ENV = "HGRAD_MBII_DIR"
 _SH_C = (0.429043, 0.511664, 0.743125, 0.886227, 0.247708)
 
 
-class DataError(ValueError):
-  """A dataset file is missing, unreadable or malformed; the message names it."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -20,14 +20,12 @@ from absl import logging
 from hgrad.core.config import to_dataclass
 from hgrad.generators import scenes
 from hgrad.tasks import common
+from hgrad.tasks import registry
 from hgrad.tasks import nyu_data
 
-NAME = "nyu"
-LAYOUT = scenes.SCENE_LAYOUT
-COLUMNS = common.NORMAL_COLUMNS
-PAPER_TABLE = "table3"
-CONFIG_FILE = "nyu.py"
-SPLITS = ("validation", "test")
+INFO = registry.TaskInfo(name="nyu", layout=scenes.SCENE_LAYOUT, config_file="nyu.py",
+                         splits=("validation", "test"), columns=common.NORMAL_COLUMNS,
+                         paper_table="table3")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,19 +75,28 @@ def load_real(data: NYUDataConfig, scene: scenes.SceneConfig):
   return validation, test, path
 
 
-def parse_config(config) -> dict[str, Any]:
-  return {"data": to_dataclass(NYUDataConfig, config.data, where="config.data"),
-          "scene": to_dataclass(scenes.SceneConfig, config.scene, where="config.scene"),
-          **common.parse_training(config)}
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  """A checked NYU config: the data, the scenes, training."""
+
+  data: NYUDataConfig
+  scene: scenes.SceneConfig
+  training: common.Training
+
+
+def parse_config(config) -> Settings:
+  return Settings(to_dataclass(NYUDataConfig, config.data, where="config.data"),
+                  to_dataclass(scenes.SceneConfig, config.scene, where="config.scene"),
+                  common.parse_training(config))
 
 
 def build(config):
   cfg = parse_config(config)
-  net = cfg["network"]
-  validation, test, source = load_real(cfg["data"], cfg["scene"])
-  generator = scenes.scene_generator(cfg["scene"], num_workers=common.num_workers(config),
-                                     render=common.render_config(config))
-  predict = common.make_predict(net, flip=cfg["evaluation"].flip)
+  net = cfg.training.network
+  validation, test, source = load_real(cfg.data, cfg.scene)
+  generator = scenes.scene_generator(cfg.scene, num_workers=common.num_workers(config),
+                                     render=cfg.training.render)
+  predict = common.make_predict(net, flip=cfg.training.evaluation.flip)
   names = [f"frame_{i}" for i in range(len(validation.image))]
 
   def evaluate(params) -> dict:
@@ -99,18 +106,16 @@ def build(config):
                                      [f"test_{i}" for i in range(len(test.image))])
     return out
 
-  def finish(workdir, state, results, hg) -> None:
-    del workdir
+  def finish(workdir, state, history, results) -> None:
+    del workdir, state, history
     if source == "synthetic":
-      results["synthetic"] = common.synthetic_distances(
-          LAYOUT, list(results["beta0"].values()), hg.beta(state), beta_star())
+      results["synthetic"] = common.synthetic_distances(INFO.layout, results, beta_star())
     logging.info("%s validation MAE %.2f deg%s", common.stage(results),
                  results["validation"]["image_mean"]["mae"],
                  f"; test {results['test']['image_mean']['mae']:.2f}" if "test" in results else "")
 
-  eval_loss = common.eval_loss_fn(net, validation, flip=cfg["evaluation"].flip)
-  return common.build("nyu", config, cfg, generator, eval_loss,
-                      evaluate, finish)
+  eval_loss = common.eval_loss_fn(net, validation, flip=cfg.training.evaluation.flip)
+  return common.build("nyu", config, cfg.training, generator, eval_loss, evaluate, finish)
 
 
 def run(config, workdir: str) -> dict:
@@ -123,13 +128,13 @@ summary = common.summary
 def evaluate_data(config, params, data: str, split: str) -> tuple[dict, None]:
   """Scores `params` on the NYU labeled file `data` (`split` validation or test, as in a run)."""
   cfg = parse_config(config)
-  data_config = dataclasses.replace(cfg["data"], file=data) if data else cfg["data"]
+  data_config = dataclasses.replace(cfg.data, file=data) if data else cfg.data
   if not (data_config.file or os.environ.get(nyu_data.DATA_ENV)):
     raise ValueError("nyu evaluation needs the labeled .mat file (--data)")
-  validation, test, _ = load_real(data_config, cfg["scene"])
+  validation, test, _ = load_real(data_config, cfg.scene)
   if split == "test" and test is None:
     raise ValueError(f"{data} has no test frames")
-  predict = common.make_predict(cfg["network"], flip=cfg["evaluation"].flip)
+  predict = common.make_predict(cfg.training.network, flip=cfg.training.evaluation.flip)
   real = validation if split == "validation" else test
   names = [f"{split}_{i}" for i in range(len(real.image))]
   return common.evaluate_normals(predict, params, real, names), None

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from hgrad.tasks.mbii_data import DataError
+from hgrad.core.errors import DataError
 from hgrad.generators.sample import Sample, normalize_shading
 
 INTRINSICS = {"fx": 518.857901, "fy": 519.469611, "cx": 325.582449, "cy": 253.736166}
