@@ -305,6 +305,20 @@ def test_fixed_time_takes_its_budget_from_the_timing_run_for_every_seed(tmp_path
     study.run_arm(config, "fixed_time", 0, str(tmp_path / "study"))
 
 
+def test_a_slowed_stretch_of_the_hybrid_run_buys_the_fixed_run_no_extra_steps(tmp_path):
+  """Steps priced at the median of their kind: 1 s plain, 4 s outer, whatever one plain step
+  that waited 30 s for the machine took."""
+  _fake_finished_run(tmp_path / "quiet", plain_s=1.0, outer_s=4.0)
+  _fake_finished_run(tmp_path / "busy", plain_s=1.0, outer_s=4.0)
+  rows = [json.loads(line) for line in open(tmp_path / "busy" / "metrics.jsonl")]
+  rows[3]["wall_s"] = 30.0
+  with open(tmp_path / "busy" / "metrics.jsonl", "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  quiet = study._fixed_time_schedule(str(tmp_path / "quiet"))
+  assert study._fixed_time_schedule(str(tmp_path / "busy")) == quiet
+  assert quiet["warmup_steps"] == 1 + 4 + 3 * 4 + 3
+
+
 def test_fixed_time_steps_writes_the_budget_as_a_number_and_needs_no_hybrid_run(tmp_path,
                                                                                monkeypatch):
   """A budget measured once (on a machine since lost) still pairs later seeds; a bad or a

@@ -206,6 +206,7 @@ class Generator:
 
   @property
   def beta0(self) -> np.ndarray:
+    """The layout's default beta (a copy)."""
     return self.layout.default.copy()
 
   def reset_stats(self) -> dict[str, float]:
@@ -326,6 +327,7 @@ class Generator:
     return Deferred(self.generate, self.submit, self.collect)
 
   def close(self):
+    """Ends the workers (or the host thread) and closes the host; pending renders are dropped."""
     self._submitter.shutdown(wait=True)
     self._pending.clear()
     if self._pool is not None:

@@ -32,9 +32,11 @@ class Checkpointer:
         self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True))
 
   def latest_step(self) -> int | None:
+    """The step of the newest checkpoint, None if there is none."""
     return self._manager.latest_step()
 
   def save(self, step: int, state: Any, meta: dict) -> None:
+    """Saves `state` (any pytree of arrays) and `meta` (JSON) as step `step`, and waits."""
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
     self._manager.wait_until_finished()
@@ -67,6 +69,7 @@ class Checkpointer:
     return restored.state, dict(restored.meta)
 
   def close(self) -> None:
+    """Waits for a pending save and closes the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
     logging.getLogger("absl").removeFilter(self._quiet)

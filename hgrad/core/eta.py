@@ -24,6 +24,7 @@ MIN_MEASURED = 3             # measured steps of a kind before it is priced
 
 
 def kind_of(phase: str) -> str:
+  """'outer' for an outer step, 'plain' for every other phase (they cost alike)."""
   return "outer" if phase == "outer" else "plain"
 
 

@@ -31,6 +31,7 @@ class EventWriter:
                                  flush_secs=30) if write else None
 
   def record(self, record: dict) -> None:
+    """A metrics line: every number a scalar at its step, beta as beta/<name>."""
     if self._writer is None:
       return
     step = int(record["step"])

@@ -87,6 +87,7 @@ class ParamLayout:
 
   @property
   def dim(self) -> int:
+    """The number of dimensions of beta."""
     return len(self.specs)
 
   def index(self, name: str) -> int:
@@ -97,6 +98,7 @@ class ParamLayout:
     return self.names.index(name)
 
   def describe(self, indices) -> str:
+    """'3 (p_tetrahedron), 7 (...)': dimensions by index and name, for error messages."""
     return ", ".join(f"{i} ({self.names[i]})" for i in np.atleast_1d(indices))
 
   def check(self, beta, *, what: str = "beta") -> np.ndarray:
@@ -134,6 +136,7 @@ class ParamLayout:
     return (beta - self.low) / (self.high - self.low)
 
   def from_unit(self, u):
+    """Inverse of `to_unit`."""
     return self.low + u * (self.high - self.low)
 
   def to_coords(self, beta, coordinates: str = "unit"):
@@ -211,6 +214,7 @@ class ParamLayout:
     return self.clip(betas).astype(np.float32)
 
   def as_dict(self, beta) -> dict[str, float]:
+    """beta as {name: value} (how results and metrics hold it; `check` takes it back)."""
     beta = np.asarray(beta, np.float64)
     return {n: float(v) for n, v in zip(self.names, beta)}
 

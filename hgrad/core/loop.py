@@ -112,6 +112,7 @@ class Schedule:
 
   @property
   def total_steps(self) -> int:
+    """The run's global steps, every phase together."""
     return self.warmup_steps + self.outer_steps * (1 + self.train_steps_per_outer) + self.final_steps
 
   def describe(self) -> str:
@@ -191,6 +192,7 @@ def trainer_step(trainer: OuterTrainer) -> StepFn:
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """The metrics lines of a run (metrics.jsonl), oldest first; [] before its first step."""
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []

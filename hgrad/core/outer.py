@@ -151,6 +151,7 @@ class OuterState(NamedTuple):
 
 
 def device_mesh() -> Mesh:
+  """A 1-D mesh of every device, the axis the samples are sharded over."""
   return Mesh(np.array(jax.devices()), (AXIS,))
 
 
@@ -203,6 +204,7 @@ class InnerProblem:
     return self.config.ema_decay > 0
 
   def init(self, params: Any) -> unroll.InnerState:
+    """The inner state before any step: `params` and the inner optimizer's fresh state."""
     params = jax.tree.map(jnp.asarray, params)
     return unroll.InnerState(params, self.optimizer.init(params))
 
@@ -243,6 +245,7 @@ class BetaUpdate:
     self.optimizer = optimizer or make_beta_optimizer(config)
 
   def to_beta(self, u: jax.Array) -> jax.Array:
+    """beta in the layout's units from u (jax or numpy)."""
     return self.layout.from_coords(u, self.config.coordinates)
 
   def to_u(self, beta) -> np.ndarray:

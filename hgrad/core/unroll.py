@@ -66,10 +66,13 @@ class InnerConfig:
 
   @property
   def num_samples(self) -> int:
+    """n = K * B, the samples one global step trains on."""
     return self.steps * self.batch_size
 
 
 class InnerState(NamedTuple):
+  """The network's parameters and its inner optimizer's state."""
+
   params: Any
   opt_state: Any
 

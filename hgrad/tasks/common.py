@@ -101,6 +101,7 @@ def stage(results: dict) -> str:
 
 
 def warn_synthetic(what: str, detail: str) -> None:
+  """The loud warning of a run on a synthetic target instead of real data."""
   logging.warning("=" * 72)
   logging.warning("NO %s CONFIGURED.", what)
   logging.warning("Running on the SYNTHETIC default: %s. Numbers from this run say nothing "
@@ -109,6 +110,7 @@ def warn_synthetic(what: str, detail: str) -> None:
 
 
 def num_workers(config) -> int | None:
+  """config.num_workers as `Generator` takes it (-1: None, one per core)."""
   return None if config.num_workers < 0 else config.num_workers
 
 

@@ -88,6 +88,7 @@ def _checked(name: str, task: Any) -> Any:
 
 
 def names() -> tuple[str, ...]:
+  """The registered tasks' names."""
   return tuple(_TASKS)
 
 
@@ -98,6 +99,7 @@ def register(name: str, task: Any) -> None:
 
 
 def get(name: str) -> TaskModule:
+  """The task registered as `name` (imported and checked on first use)."""
   if name not in _TASKS:
     raise ValueError(f"unknown task {name!r}; registered: {sorted(_TASKS)}")
   _TASKS[name] = _checked(name, _TASKS[name])
