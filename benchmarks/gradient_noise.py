@@ -18,7 +18,7 @@ continuous dimensions only; the estimate for a block is unbiased for that
 block of the gradient. The task is the config's (`config.task`: mbii, nyu, face).
 
   python -m benchmarks.gradient_noise --workdir=runs/cpu \\
-      --config.data.dir=../shared/data/mit-berkeley/train [--keys=4 --num_perturbations=24]
+      --config.data.dir=/path/to/MIT-Berkeley/train [--keys=4 --num_perturbations=24]
   python -m benchmarks.gradient_noise ... --directions=orthogonal --num_perturbations=58 --blocks=all
   python -m benchmarks.gradient_noise --config=configs/nyu.py:smoke --keys=2 --num_perturbations=2
 
@@ -42,7 +42,7 @@ from hgrad.core.checkpoint import Checkpointer
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
     "Task config (its network and inner training must match the run's).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run whose latest checkpoint gives the network "
+_WORKDIR = script.DEFINE_path("workdir", None, "Run whose latest checkpoint gives the network "
                                "(empty: the untrained initial network).")
 _AT = flags.DEFINE_enum("at", "beta0", ["beta0", "run"], "Estimate at beta0 or at the run's beta.")
 _KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")

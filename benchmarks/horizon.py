@@ -46,7 +46,7 @@ from hgrad.core.outer import OuterTrainer
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
     "Task config, or a study config (its `base` is used).")
-_WORKDIR = flags.DEFINE_string("workdir", None, "Run whose latest checkpoint is the warm network.",
+_WORKDIR = script.DEFINE_path("workdir", None, "Run whose latest checkpoint is the warm network.",
                                required=True)
 _KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")
 _FRESH = flags.DEFINE_bool("fresh", True, "Also estimate from the fresh network.")

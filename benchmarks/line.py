@@ -27,7 +27,7 @@ If L there falls with v while L at the long horizons rises, the objective is
 greedy in that dimension; if both fall, the overshoot is not a horizon effect.
 
   python -m benchmarks.line --config=configs/study.py:cpu_trust_cheap \\
-      --config.base.data.dir=../shared/data/mit-berkeley/train \\
+      --config.base.data.dir=/path/to/MIT-Berkeley/train \\
       --dimension=ambient_mean --values=0.05,0.15,0.25,0.35,0.45 --horizons=1,5,25,100
   python -m benchmarks.line ... --toward=~/hgrad-runs/study_real_cheap/hybrid/seed0 --values=0,0.5,1
   python -m benchmarks.line --from_run=~/hgrad-runs/study_real_cheap/hybrid/seed0 \\
@@ -56,7 +56,7 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
     "Task config, or a study config (its `base` is used).")
 _DIMENSION = flags.DEFINE_string("dimension", "ambient_mean", "The beta dimension to move.")
-_TOWARD = flags.DEFINE_string("toward", "", "A finished run: the line is its move from beta0 "
+_TOWARD = script.DEFINE_path("toward", "", "A finished run: the line is its move from beta0 "
                               "(--values are fractions of it) instead of --dimension.")
 _VALUES = flags.DEFINE_list("values", ["0.05", "0.15", "0.25", "0.35", "0.45"],
                             "Points on the line: the dimension's values in the layout's units "
@@ -69,7 +69,7 @@ _SHORT_REPEATS = flags.DEFINE_integer(
     "short_repeats", 8, "Extra key sequences for horizon 1 alone (cheap: one step each).")
 _WARM = flags.DEFINE_integer("warm_steps", 200, "Plain steps at beta0 before branching.")
 _SEED = flags.DEFINE_integer("seed", 0, "Network init and warm-up keys (the study's seed k).")
-_FROM_RUN = flags.DEFINE_string("from_run", "", "Branch from this run's checkpoint (its config, "
+_FROM_RUN = script.DEFINE_path("from_run", "", "Branch from this run's checkpoint (its config, "
                                 "seed and network) instead of warming up at beta0.")
 _FROM_STEP = flags.DEFINE_integer("from_step", -1, "With --from_run: the checkpoint's step "
                                   "(-1: the latest).")

@@ -10,7 +10,7 @@ move with the way from beta0 to that run's beta*. If the moves across two
 targets agree as much as within one, the direction does not come from the
 target (docs/results.md, "Does beta follow the target?").
 
-  python -m benchmarks.moves --runs="~/hgrad-runs/study_cpu_cheap/hybrid/seed*" \\
+  python -m benchmarks.moves --runs="~/hgrad-runs/study_cpu_trust_cheap/hybrid/seed*" \\
       --against="~/hgrad-runs/study_flipped/hybrid/seed*"
 
 Prints a table and, as its last line, JSON with the numbers.

@@ -1,4 +1,5 @@
-"""All methods at equal budget on one task (the paper's Tables 1-4 and Fig. 4).
+"""All methods at equal budget on one task (the paper's Tables 2-4 and Fig. 4; Table 1:
+configs/table1.py).
 
   python -m experiments.compare --workdir=runs/compare [--config=configs/compare.py:ARG]
       [--config.base.data.dir=/path/to/MIT-Berkeley/train] [--config.base.data.test_dir=...]

@@ -2,7 +2,7 @@
 
   python -m experiments.table1 --config=configs/table1.py:synthetic --workdir=~/hgrad-runs/table1_synthetic
   python -m experiments.table1 --config=configs/table1.py:real --workdir=~/hgrad-runs/table1_real \
-      --config.base.data.dir=../shared/data/mit-berkeley/train
+      --config.base.data.dir=/path/to/MIT-Berkeley/train
   ... --report_only      (the tables of the runs finished so far)
 
 Ten betas drawn from the layout's prior, a network trained at each, and

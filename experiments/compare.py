@@ -1,9 +1,9 @@
 """Hybrid gradient vs Basic Random Search vs Shape Evolution vs fixed beta, at equal budget.
 
-  python -m experiments.compare --workdir=runs/compare [--config=configs/compare.py:smoke]
+  python -m experiments.compare --workdir=runs/compare [--config=configs/compare.py:mbii_smoke]
 
-Writes WORKDIR/table1.md, table2.md, fig4.png and compare.json; every
-(method, seed) run lives in WORKDIR/<method>/seed<k> and resumes.
+Writes WORKDIR/<the paper's table>.md (table2 for mbii, table3 nyu, table4 face), fig4.png
+and compare.json; every (method, seed) run lives in WORKDIR/<method>/seed<k> and resumes.
 """
 
 import json

@@ -18,8 +18,8 @@ from absl import logging
 from experiments import script
 from hgrad.tasks import evaluate
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A run directory (any task).", required=True)
-_DATA = flags.DEFINE_string("data", "", "The data to score, in the task's layout.")
+_WORKDIR = script.DEFINE_path("workdir", None, "A run directory (any task).", required=True)
+_DATA = script.DEFINE_path("data", "", "The data to score, in the task's layout.")
 _SPLIT = flags.DEFINE_string("split", "train", "Which part of the data (see the module doc).")
 flags.DEFINE_alias("data_dir", "data")
 

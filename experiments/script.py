@@ -24,6 +24,24 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError,
                                                 NotADirectoryError)
 
 
+class _PathParser(flags.ArgumentParser):
+  """A path flag: `~` expanded (the shell leaves `--workdir=~/x` as it is)."""
+
+  syntax_help = "a path"
+
+  def parse(self, argument):
+    return os.path.expanduser(argument) if isinstance(argument, str) else argument
+
+  def flag_type(self) -> str:
+    return "string"
+
+
+def DEFINE_path(name: str, default: str | None, help_text: str, **kwargs):  # noqa: N802 - absl
+  """A string flag holding a path, with `~` expanded."""
+  return flags.DEFINE(_PathParser(), name, default, help_text, flags.FLAGS,
+                      flags.ArgumentSerializer(), **kwargs)
+
+
 def config_and_workdir(config_file: str, help_text: str, workdir_help: str = "Output directory."):
   """Defines --config (default configs/<config_file>) and a required --workdir."""
   try:   # ml_collections applies --config.* overrides here, while the flag is defined
@@ -31,7 +49,7 @@ def config_and_workdir(config_file: str, help_text: str, workdir_help: str = "Ou
                                              help_text)
   except Exception as error:   # noqa: BLE001 - a typo'd field, a value of the wrong type
     _user_error("bad config override: ", error)
-  workdir = flags.DEFINE_string("workdir", None, workdir_help, required=True)
+  workdir = DEFINE_path("workdir", None, workdir_help, required=True)
   default = flags.FLAGS["config"].value    # loaded while the flag was defined (None if it failed)
   if default is not None:
     flags.FLAGS["config"].help += " Override any field with --config.FIELD=VALUE:\n" + _fields(

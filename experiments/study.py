@@ -13,7 +13,8 @@ from experiments import script
 from hgrad import study
 
 _CONFIG, _WORKDIR = script.config_and_workdir(
-    "study.py", "Study config file (variants: smoke, screen, cpu).",
+    "study.py", "Study config file (variants: smoke, cpu, cpu_trust, cpu_trust_cheap, "
+    "cpu_trust_cheap10, paper_cpu, screen).",
     "Study directory (resumes if it holds one).")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False,
                                  "Run nothing: summarize the runs that have finished.")

@@ -6,7 +6,7 @@ sessions):
 
   hybrid       the configured hybrid-gradient run
   placebo      the same pipeline, each estimate replaced by a random vector of
-               its norm (`estimator.placebo_value_and_grad`): beta moves as
+               its norm (`hgrad.estimators.placebo`): beta moves as
                much, without the gradient's information
   fixed_steps  beta frozen at beta0, the same steps (the paper's Table 1 comparison)
   fixed_time   beta frozen at beta0, as many plain steps as fit in the hybrid
@@ -74,8 +74,8 @@ def _fixed_time_schedule(hybrid_dir: str) -> dict:
   """Plain steps that fit into the hybrid run's step time (`_plain_schedule`).
 
   No clock stop: on a machine shared with other runs a stop at the hybrid's
-  time cut a fixed_time run at 791 of its 1019 steps, its learning rate not yet
-  decayed; the time is measured and spent as steps. Each step of the hybrid
+  time would cut a fixed_time run short, its learning rate not yet decayed; the
+  time is measured and spent as steps. Each step of the hybrid
   run is priced at the median wall time of its kind (outer or plain), so that
   a stretch of steps slowed by other work on the machine does not buy the
   fixed run extra steps; the ratio of an outer to a plain step is what counts.

@@ -60,3 +60,12 @@ def test_code_and_docs_cite_the_repository_not_its_history():
       cwd=REPO_ROOT, capture_output=True, text=True)
   assert result.stdout == "", result.stdout[:2000]
   assert os.path.getsize(os.path.join(REPO_ROOT, "BUILD_NOTES.md")) <= 45 * 1024
+
+
+def test_the_readme_library_quick_start_runs():
+  readme = _read("README.md")
+  code = readme.split("## Use hgrad as a library")[1].split("```python")[1].split("```")[0]
+  namespace: dict = {}
+  exec(compile(code, "README.md", "exec"), namespace)    # noqa: S102 - the README's own code
+  import numpy as np
+  assert np.shape(namespace["grad"]) == (29,) and np.isfinite(np.asarray(namespace["grad"])).all()

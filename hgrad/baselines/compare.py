@@ -7,7 +7,7 @@ does differs:
 
 * hybrid: the hybrid-gradient step (`OuterConfig.estimator = "hybrid"`);
 * random_search: Basic Random Search V1, 2m + 1 trainings and evaluations;
-* evolution: a Shape Evolution generation (`hgrad.evolution`; CSG only);
+* evolution: a Shape Evolution generation (`hgrad.baselines.evolution`; CSG only);
 * fixed: beta frozen at beta0, outer steps replaced by plain steps;
 * random_beta: like fixed, at a beta drawn uniformly from the box (per seed).
 

@@ -24,7 +24,7 @@ from hgrad.tasks import registry  # noqa: E402
 ERROR_SCALE_DEG = 60.0
 
 
-# Fields an earlier hgrad wrote into config.json that this one no longer has (a run's
+# Fields a run's config.json may hold that this version of hgrad no longer has (a run's
 # config is read back to evaluate it or branch from it).
 RETIRED_FIELDS = {"schedule": ("kill_at_step",)}
 

@@ -1,7 +1,8 @@
-"""The MIT-Berkeley experiment: optimize the 29-d CSG grammar against real shading images.
+"""The MIT-Berkeley experiment: optimize the CSG grammar's beta against real shading images.
 
-`config.csg.layout="lighting"` adds the light cone and the ambient range to
-beta (32-d, `csg.CSG_LIGHTING_LAYOUT`).
+The paper's layout is 29-d (`csg.CSG_LAYOUT`); `config.csg.layout="lighting"`
+(the main job's) adds the light cone and the ambient range (32-d,
+`csg.CSG_LIGHTING_LAYOUT`).
 
 L = mean angle error (degrees) of the network trained on renders, on the train
 split's 10 real images (the paper's protocol); the test split is for
@@ -30,12 +31,12 @@ from hgrad.generators.csg_host import csg_generator
 from hgrad.tasks import mbii_data
 from hgrad.generators.sample import Sample
 
-# The hidden setting of the synthetic default: more expansion, mostly spheres
-# and cones, larger attached parts. Only used when no dataset is configured.
 INFO = registry.TaskInfo(name="mbii", layout=CSG_LAYOUT, config_file="mbii.py",
                          splits=("train", "test", "all", "dir"), columns=common.NORMAL_COLUMNS,
                          paper_table="table2")
 
+# The hidden setting of the synthetic default: more expansion, mostly spheres
+# and cones, larger attached parts. Only used when no dataset is configured.
 SYNTHETIC_BETA_STAR = {"p_sphere": 0.6, "p_cube": 0.05, "p_truncated_cone": 0.3,
                        "p_tetrahedron": 0.05, "p_expand": 0.8, "p_union": 0.8,
                        "p_subtract": 0.2, "scale_x_logmean": 0.0, "scale_y_logmean": 0.0,
