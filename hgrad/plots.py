@@ -30,13 +30,15 @@ def curve(history: list[dict], path: str, *, ylabel: str = "L (mean angle error,
   if title:
     fig.suptitle(title, fontsize=9)
   for phase, style in (("outer", "-"), ("warmup", "o"), ("train", "s"), ("final", "^")):
-    rows = [r for r in history if r["phase"] == phase and "L" in r]
+    # An outer step's L is its objective, L after its K inner steps at the raw weights.
+    key = "L_unroll" if phase == "outer" else "L"
+    rows = [r for r in history if r["phase"] == phase and key in r]
     if not rows:
       continue
     steps = [r["step"] for r in rows]
     minutes = [r["elapsed_s"] / 60 for r in rows]
-    values = [r["L"] for r in rows]
-    label = {"outer": "hybrid-gradient steps", "warmup": "warm-up at beta0",
+    values = [r[key] for r in rows]
+    label = {"outer": "outer steps (L after their unroll)", "warmup": "warm-up at beta0",
              "train": "plain steps at current beta", "final": "final training at the learned beta"}[phase]
     axes[0].plot(steps, values, style, label=label, markersize=3)
     axes[1].plot(minutes, values, style, label=label, markersize=3)
