@@ -191,3 +191,18 @@ def task_script(task_name: str, variants: str) -> Callable[[], None]:
                  "checkpoints/ (tensorboard --logdir %s)", workdir.value, workdir.value)
     print(json.dumps(summary))
   return main
+
+
+def study_script(config_file: str, variants: str, run: Callable[..., dict],
+                 table: Callable[[dict], str]) -> Callable[[], None]:
+  """--config / --workdir / --report_only for a study-like harness (`run(config, workdir,
+  report_only=...)` returns a summary that `table` writes), and a main that prints its table."""
+  config, workdir = config_and_workdir(config_file, f"Config file (variants: {variants}).",
+                                       "Directory of the runs (resumes if it holds some).")
+  report_only = flags.DEFINE_bool("report_only", False,
+                                  "Run nothing: write the tables of the runs finished so far.")
+  show_in_help("report_only")
+
+  def main():
+    print(table(run(config.value, workdir.value, report_only=report_only.value)))
+  return main

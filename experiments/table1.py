@@ -7,22 +7,11 @@ study.png); every run resumes, so rerunning the same command continues where it 
 --report_only writes the tables of the runs finished so far.
 """
 
-from absl import flags
-
 from experiments import script
 from hgrad import random_starts
 
-_CONFIG, _WORKDIR = script.config_and_workdir(
-    "table1.py", "Table 1 config file (variants: smoke, select, synthetic, real).",
-    "Protocol directory (resumes if it holds one).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False,
-                                 "Run nothing: write the tables of the runs finished so far.")
-
-
-def main():
-  summary = random_starts.run(_CONFIG.value, _WORKDIR.value, report_only=_REPORT_ONLY.value)
-  print(random_starts.table(summary))
-
+main = script.study_script("table1.py", "smoke, select, synthetic, real", random_starts.run,
+                           random_starts.table)
 
 if __name__ == "__main__":
   script.run(main)
