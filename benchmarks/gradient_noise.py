@@ -109,7 +109,7 @@ def main():
     results[name] = block_stats(np.stack([t[0] for t in terms]), np.stack([t[1] for t in terms]),
                                 sigma)
     results[name]["dims"] = int(len(blocks[name]))
-  task.generator.close()
+  task.trainer.generator.close()
   print(f"{'block':<11} {'dims':>4} {'halves cos':>10} {'cross-key cos':>13} "
         f"{'|mean g|/mean|g|':>16} {'max|s|/med|s|':>13}")
   for name, r in results.items():

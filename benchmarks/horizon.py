@@ -98,10 +98,10 @@ def main():
                              trainer.outer.directions)
   short = jax.jit(lambda inner_state, key: estimate(trainer, inner_state, key))
   if _LONG.value:
-    long_trainer = OuterTrainer(task.generator.generate, trainer.layout, train_loss=trainer.problem.train_loss,
-                             eval_loss=trainer.problem.eval_loss,
-                             inner=dataclasses.replace(trainer.inner, steps=_LONG.value),
-                             outer=trainer.outer)
+    long_trainer = OuterTrainer(task.trainer.generator, train_loss=trainer.problem.train_loss,
+                                eval_loss=trainer.problem.eval_loss,
+                                inner=dataclasses.replace(trainer.inner, steps=_LONG.value),
+                                outer=trainer.outer)
     long = jax.jit(lambda inner_state, key: estimate(long_trainer, inner_state, key))
   start = time.perf_counter()
   grads = ({"warm": []} | ({"fresh": []} if _FRESH.value else {})
@@ -113,7 +113,7 @@ def main():
       grads["fresh"].append(np.asarray(short(fresh.inner, key)))     # the same renders
     if _LONG.value:
       grads["warm_long"].append(np.asarray(long(warm.inner, key)))
-  task.generator.close()
+  task.trainer.generator.close()
   means = {name: np.mean(g, axis=0) for name, g in grads.items()}
   names = list(means)
   out = {"keys": _KEYS.value, "inner_steps": trainer.inner.steps, "long_steps": _LONG.value,

@@ -178,7 +178,7 @@ def main():
         short_l[r, j] = result["raw"][0]
       else:
         short_l[r, j] = branch(trainer, moved, key, [1])["raw"][0]
-  task.generator.close()
+  task.trainer.generator.close()
   out = {"line": line, "values": values, "base_value": base_value,
          "reference_value": values[reference], "from": origin,
          "warm_steps": 0 if from_run else _WARM.value, "seed": int(config.seed),

@@ -163,7 +163,7 @@ def main():
   trainer = task.trainer
   target, *_ = task_module.load_real(cfg.data, cfg.csg, cfg.synthetic)
   if _OBJECTIVE.value in ("gradients", "gradient_distance"):
-    shape = (task.generator.height, task.generator.width)
+    shape = (task.trainer.generator.height, task.trainer.generator.width)
     match_loss = gradient_match_fn(
         trainer.problem.train_loss, lambda key: network.init_params(cfg.training.network, key, shape), target,
         _NETS.value, unbiased=_OBJECTIVE.value == "gradient_distance")
@@ -212,7 +212,7 @@ def main():
                       "distance_to_beta_star": trainer.layout.unit_distance(beta, beta_star)})
       print(f"descent step {k + 1:3d}  D {descent[-1]['D']:.4f}  distance to beta* "
             f"{descent[-1]['distance_to_beta_star']:.3f}", flush=True)
-  task.generator.close()
+  task.trainer.generator.close()
   final_beta = trainer.layout.as_dict(np.asarray(trainer.layout.from_coords(u, coords)))
   progress = study.progress_toward(trainer.layout.as_dict(task.beta0), final_beta,
                                    trainer.layout.as_dict(beta_star))

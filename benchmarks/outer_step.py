@@ -74,7 +74,7 @@ def main():
           lambda rep, trainer=trainer, state=state: trainer.outer_step(state, jax.random.key(rep))[1])
     if overlap:
       m, n = trainer.outer.num_perturbations, trainer.inner.num_samples
-      generator = task.generator
+      generator = task.trainer.generator
       beta = np.asarray(trainer.beta(state))
       betas = np.repeat(np.clip(beta + 0.01 * np.random.default_rng(0).standard_normal(
           (2 * m + 1, beta.size)), generator.layout.low, generator.layout.high), n, axis=0)
@@ -95,7 +95,7 @@ def main():
       for rep in range(_STEPS.value):
         side_by_side(rep)
       samples = len(betas)
-    task.generator.close()
+    task.trainer.generator.close()
   result = {k: round(statistics.median(v), 3) for k, v in times.items()}
   result["overlap_ratio"] = round(result["outer_s"] / max(result["render_s"],
                                                           result["unroll_s"]), 3)

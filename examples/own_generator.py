@@ -48,12 +48,12 @@ def main(workdir: str, outer_steps: int = 30) -> dict:
 
   generator = hgrad.Generator.from_function(render_batch, LAYOUT, OUTPUTS)
   trainer = hgrad.OuterTrainer(
-      generator.generate, LAYOUT, train_loss=train_loss,
+      generator, train_loss=train_loss,
       eval_loss=lambda params: train_loss(params, real),
       inner=hgrad.InnerConfig(steps=8, batch_size=16, optimizer="adam", learning_rate=1e-2),
       outer=hgrad.OuterConfig(num_perturbations=4, sigma=0.05, learning_rate=0.05))
   params0 = model.init(jax.random.key(0), jnp.zeros((1, 1)))
-  task = hgrad.Task("own_generator", trainer, params0, LAYOUT.default, generator=generator,
+  task = hgrad.Task("own_generator", trainer, params0, LAYOUT.default,
                     evaluate=lambda params: {"L": float(trainer.evaluate(params))})
   schedule = hgrad.Schedule(warmup_steps=10, outer_steps=outer_steps, train_steps_per_outer=1,
                             eval_every=10, checkpoint_every=20)

@@ -94,12 +94,12 @@ def main(workdir: str, outer_steps: int = 20, num_workers: int = 0) -> dict:
     return jnp.mean((model.apply(params, batch["image"]) - batch["center"]) ** 2)
 
   trainer = hgrad.OuterTrainer(
-      generator.generate, LAYOUT, train_loss=train_loss,
+      generator, train_loss=train_loss,
       eval_loss=lambda params: train_loss(params, real),
       inner=hgrad.InnerConfig(steps=4, batch_size=8, optimizer="adam", learning_rate=3e-3),
       outer=hgrad.OuterConfig(num_perturbations=2, sigma=0.05, learning_rate=0.05))
   params0 = model.init(jax.random.key(0), jnp.zeros((1, RES, RES, 1)))
-  task = hgrad.Task("own_pyrender_scene", trainer, params0, LAYOUT.default, generator=generator,
+  task = hgrad.Task("own_pyrender_scene", trainer, params0, LAYOUT.default,
                     evaluate=lambda params: {"L": float(trainer.evaluate(params))})
   schedule = hgrad.Schedule(warmup_steps=10, outer_steps=outer_steps, train_steps_per_outer=1,
                             eval_every=10, checkpoint_every=20)

@@ -92,6 +92,28 @@ def test_custom_optimizers_are_used():
   np.testing.assert_array_equal(new.inner.params["w"], PARAMS0["w"])
 
 
+def test_trainer_takes_a_generator_or_a_function_with_its_layout():
+  """A hgrad.Generator brings its layout; a bare generate function must name one."""
+  import hgrad
+
+  def render(beta, seeds):
+    x = beta[:, :1] + np.random.default_rng(seeds).normal(size=(len(seeds), 1)).astype(np.float32)
+    return {"x": x.astype(np.float32), "y": np.sin(3 * x).astype(np.float32)}
+
+  spec = {"x": jax.ShapeDtypeStruct((1,), jnp.float32), "y": jax.ShapeDtypeStruct((1,), jnp.float32)}
+  generator = hgrad.Generator.from_function(render, LAYOUT, spec)
+  kwargs = dict(train_loss=train_loss, eval_loss=lambda p: train_loss(p, REAL),
+                inner=unroll.InnerConfig(steps=2, batch_size=4), outer=outer.OuterConfig())
+  trainer = outer.OuterTrainer(generator, **kwargs)
+  assert trainer.generator is generator and trainer.layout is LAYOUT
+  state, metrics = trainer.outer_step(trainer.init(LAYOUT.default, PARAMS0), jax.random.key(0))
+  assert np.isfinite(float(metrics["L"]))
+  generator.close()
+  assert outer.OuterTrainer(generate, LAYOUT, **kwargs).generator is None
+  with pytest.raises(ValueError, match="needs beta's layout"):
+    outer.OuterTrainer(generate, **kwargs)
+
+
 class _Interrupt(Exception):
   pass
 

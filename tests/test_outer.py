@@ -31,11 +31,11 @@ def build(mesh=None, learning_rate=0.05, num_workers=0, overlap=False, frozen=()
   beta_star = CSG_LAYOUT.default.copy()
   beta_star[CSG_LAYOUT.index("p_expand")] = 0.9
   real = jax.tree.map(jnp.asarray, generator.render(np.tile(beta_star, (4, 1)), 1000 + np.arange(4)))
-  trainer = outer.OuterTrainer(generator.generate, generator.layout,
-                            train_loss=losses.train_loss_fn(net, losses.LossConfig()),
-                            eval_loss=common.eval_loss_fn(net, real), inner=inner,
-                            outer=config, mesh=mesh,
-                            deferred=generator.deferred if overlap else None)
+  trainer = outer.OuterTrainer(generator,
+                               train_loss=losses.train_loss_fn(net, losses.LossConfig()),
+                               eval_loss=common.eval_loss_fn(net, real), inner=inner,
+                               outer=config, mesh=mesh,
+                               deferred=generator.deferred if overlap else None)
   params = network.init_params(net, jax.random.key(0), RES)
   return generator, trainer, params
 

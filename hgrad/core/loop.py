@@ -164,8 +164,8 @@ class Task(NamedTuple):
       outputs and may add entries to `results` before it is written; it runs
       at the end, at interim outputs and when a run stops early (then
       `results["interrupted"]` names why).
-    generator: the host generator, if any: its `reset_stats()` gives render
-      time per step, `close()` ends it.
+    generator: the host generator, if the trainer was not built on it: its
+      `reset_stats()` gives render time per step (default: `trainer.generator`).
     step: `step(state, phase, key) -> (state, metrics)` in place of the
       trainer's outer and plain steps (e.g. Shape Evolution's generations).
     save_host_state / load_host_state: host-side state of a method (e.g. an
@@ -334,7 +334,7 @@ def _compile_ahead(trainer: OuterTrainer, state: OuterState, key: jax.Array,
 def _timed_step(task: Task, step_fn: StepFn, state: OuterState, key: jax.Array,
                 schedule: Schedule) -> tuple[OuterState, dict, dict]:
   """One global step: (new state, its metrics on the host, timing and host statistics)."""
-  reset_stats = getattr(task.generator, "reset_stats", dict)
+  reset_stats = getattr(task.generator or task.trainer.generator, "reset_stats", dict)
   phase = schedule.phase(int(state.step))
   reset_stats()
   start, cpu_start = time.perf_counter(), time.process_time()

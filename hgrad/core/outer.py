@@ -307,9 +307,10 @@ class OuterTrainer:
   """Tunes beta with an estimator while the network trains: the jitted outer and plain steps.
 
   Args:
-    generate: single-sample `generate(beta, key) -> X` (any pytree; e.g. a
-      `hgrad.Generator`'s), vmappable, no gradient needed.
-    layout: beta's layout (names and box).
+    generate: a `hgrad.Generator` (its layout, and its host statistics and
+      `close()` for the run loop, come with it), or any single-sample
+      `generate(beta, key) -> X` (a pytree), vmappable, no gradient needed.
+    layout: beta's layout (names and box); a Generator's own by default.
     train_loss: `train_loss(params, batch) -> scalar`, the inner loss on a
       batch of B samples of X.
     eval_loss: `L(params) -> scalar`, e.g. the error on real validation data.
@@ -323,13 +324,19 @@ class OuterTrainer:
       the unroll and its VJP compute; the same estimate.
   """
 
-  def __init__(self, generate: Callable[[jax.Array, jax.Array], Any], layout: ParamLayout, *,
+  def __init__(self, generate: Any, layout: ParamLayout | None = None, *,
                train_loss: Callable[[Any, Any], jax.Array], eval_loss: Callable[[Any], jax.Array],
                inner: unroll.InnerConfig, outer: OuterConfig,
                inner_optimizer: optax.GradientTransformation | None = None,
                beta_optimizer: optax.GradientTransformation | None = None,
                estimator: estimators.Estimator | None = None,
                mesh: Mesh | None = None, deferred: estimators.Deferred | None = None):
+    # A hgrad.Generator (anything with .generate and .layout) or a bare generate function.
+    self.generator = generate if hasattr(generate, "generate") else None
+    if self.generator is not None:
+      generate, layout = self.generator.generate, layout or self.generator.layout
+    if layout is None:
+      raise ValueError("OuterTrainer needs beta's layout: pass layout= with a generate function")
     self.layout, self.inner, self.outer = layout, inner, outer
     self.problem = InnerProblem(train_loss, eval_loss, inner, inner_optimizer, mesh)
     self.update = BetaUpdate(layout, outer, beta_optimizer)

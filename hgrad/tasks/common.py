@@ -198,7 +198,7 @@ def build(name: str, config, training: Training, generator: Generator,
   the network's input in samples.png (e.g. "shading").
   """
   net = training.network
-  trainer = outer.OuterTrainer(generator.generate, generator.layout,
+  trainer = outer.OuterTrainer(generator,
                                train_loss=losses.train_loss_fn(net, training.loss),
                                eval_loss=eval_loss, inner=training.inner, outer=training.outer,
                                deferred=generator.deferred if training.render.overlap else None)
@@ -228,7 +228,7 @@ def build(name: str, config, training: Training, generator: Generator,
     if finish is not None:
       finish(workdir, state, history, results)
 
-  task = loop.Task(name, trainer, params0, beta0, evaluate, finish_all, generator=generator)
+  task = loop.Task(name, trainer, params0, beta0, evaluate, finish_all)
   return task, schedule
 
 
@@ -253,5 +253,5 @@ def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,
   try:
     return loop.run(task, schedule, workdir, config.seed)
   finally:
-    task.generator.close()
+    task.trainer.generator.close()
     distributed.shutdown()
