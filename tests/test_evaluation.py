@@ -68,7 +68,7 @@ def test_with_ema_L_is_the_averaged_network_and_the_run_delivers_it(tmp_path):
   try:
     assert float(task.trainer.evaluate(params)) == pytest.approx(evaluated[-1]["L"], rel=1e-4)
   finally:
-    task.generator.close()
+    task.trainer.generator.close()
   # Resuming that workdir under another state structure (no average) names the problem.
   config.inner.ema_decay = 0.0
   with pytest.raises(ValueError, match="does not fit this run's state"):
