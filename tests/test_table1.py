@@ -106,3 +106,34 @@ def test_unknown_starts_and_arms_fail_before_any_run():
   config.table1.table2_arms = ("simulated_annealing",)
   with pytest.raises(ValueError, match="unknown arm 'simulated_annealing'"):
     random_starts.run(config, "/nonexistent")
+
+
+def test_fixed_beta_best_is_its_ranking_run_when_no_study_starts_there(tmp_path):
+  import configs.table1 as table1_configs
+  config = table1_configs.get_config("smoke")
+  config.table1.update(starts=("worst",), table2_starts=())
+  betas = random_starts.draw(config)
+  ranking = [{"index": i, "rank": i + 1, "last_k_L": 20.0 + i, "final_L": 19.5 + i}
+             for i in range(len(betas))]
+  picks = {"best": 0, "median": 1, "worst": 2}
+  seed0 = tmp_path / "hybrid" / "seed0"
+  seed0.mkdir(parents=True)
+  seed0.joinpath("metrics.jsonl").write_text("".join(
+      json.dumps({"step": step, "elapsed_s": 10.0 * step, "device_s": 1.0, "L": L}) + "\n"
+      for step, L in ((1, 25.0), (2, 19.0), (3, 21.0))))
+  from hgrad.tasks import registry
+  image_mean = {key: 1.0 for key, _ in registry.get(config.task).INFO.columns}
+  hybrid = {"seeds": [0, 1], "scores": [
+      {"last_k_L": 23.0, "final_L": 22.0, "image_mean": image_mean},
+      {"last_k_L": 24.0, "final_L": 23.0, "image_mean": image_mean}]}
+  studies = {"from_worst": {"split": "train", "metric": "MAE (°)", "workdir": str(tmp_path),
+                            "arms": {"hybrid": hybrid}}}
+  summary = random_starts.summarize(config, betas, ranking, picks, studies)
+  # The paper's comparison: hybrid from the worst start against fixed at the best random beta,
+  # on the one seed they share (the ranking seed), with no interval from one pair.
+  d = summary["differences"]["hybrid @ worst − fixed_steps @ best"]
+  assert d["last_k_L"]["n"] == 1 and d["last_k_L"]["mean"] == pytest.approx(3.0)
+  assert d["final_L"]["mean"] == pytest.approx(2.5) and "t95" not in d["last_k_L"]
+  assert summary["time_to_best"] == {"hybrid @ worst": {0: 20.0}}   # first L <= 20.0: step 2
+  assert "| hybrid @ worst − fixed_steps @ best | last_k_L | 1 | +3.00 | — | +3.00 |" in (
+      random_starts.table(summary))
