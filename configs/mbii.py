@@ -11,7 +11,7 @@ Variants:
   cpu        the default, the configuration measured best (docs/results.md): EMA + flip
              evaluation, light and ambient as beta dimensions ("lighting" layout), rule
              weights as logits moved by Adam, the grammar's complexity and spread kept at
-             beta0, beta within 0.25 of beta0, 25 outer steps; 900 steps, about 20 minutes on
+             beta0, beta within 0.25 of beta0, 25 outer steps; 900 steps, about 30 minutes on
              2 CPU cores
   fixed      the yardstick: cpu with beta frozen at beta0, the same 900 steps (for the same
              wall time on 2 CPU cores add --config.schedule.final_steps=519)

@@ -257,11 +257,12 @@ def table(summary: dict) -> str:
            f"{summary['prior_seed']}), a network trained at each (beta frozen, seed "
            f"{summary['rank_seed']}), ranked by last-{summary['last_k']} L "
            f"({summary['split']}; {summary['metric']}).", "",
-           "| rank | beta | last-k L | final L |" + (" distance to beta* |" if synthetic else ""),
+           "| rank | random beta (run in ranking/beta<i>) | last-k L | final L |"
+           + (" distance to beta* |" if synthetic else ""),
            "|---|---|---|---|" + ("---|" if synthetic else "")]
   for row in sorted(summary["ranking"], key=lambda r: r.get("rank", 1 << 30)):
-    name = f"beta{row['index']}" + (f" (**{picked[row['index']]}**)" if row["index"] in picked
-                                    else "")
+    name = f"#{row['index']}" + (f" (**{picked[row['index']]}**)" if row["index"] in picked
+                                 else "")
     lines.append(f"| {row.get('rank', '—')} | {name} | {row['last_k_L']:.2f} | "
                  f"{row['final_L']:.2f} |" + (f" {row['unit_distance_final']:.2f} |"
                                              if synthetic else ""))
