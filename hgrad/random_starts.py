@@ -255,8 +255,8 @@ def table(summary: dict) -> str:
   lines = [f"# Table 1 `{summary['name']}`: hybrid gradient from random beta", "",
            f"{len(summary['betas'])} betas drawn from the layout's prior (seed "
            f"{summary['prior_seed']}), a network trained at each (beta frozen, seed "
-           f"{summary['rank_seed']}), ranked by last-{summary['last_k']} L "
-           f"({summary['split']}; {summary['metric']}).", "",
+           f"{summary['rank_seed']}), ranked by last-{summary['last_k']} L"
+           + (f" ({summary['split']}; {summary['metric']})." if summary["split"] else "."), "",
            "| rank | random beta (run in ranking/beta<i>) | last-k L | final L |"
            + (" distance to beta* |" if synthetic else ""),
            "|---|---|---|---|" + ("---|" if synthetic else "")]
