@@ -191,11 +191,12 @@ def summarize(config, betas: np.ndarray, ranking: list[dict], picks: dict[str, i
       "picks": picks, "studies": studies, "differences": {}, "time_to_best": {}}
   scores = {name: {arm: dict(zip(entry["seeds"], entry["scores"]))
                    for arm, entry in s["arms"].items()} for name, s in studies.items()}
-  if "best" in picks:
-    # Fixed beta_best is at least its ranking run, when no study from the best start ran.
-    best_row = next(row for row in ranking if row["index"] == picks["best"])
-    scores.setdefault("from_best", {}).setdefault("fixed_steps", {}).setdefault(
-        int(config.table1.rank_seed), best_row)
+  # Each pick's ranking run is its fixed_steps run of rank_seed: linked into its study when one
+  # ran, and read from the ranking when none did (fixed beta_best for the paper's comparison).
+  rows = {row["index"]: row for row in ranking}
+  for start, index in picks.items():
+    scores.setdefault(f"from_{start}", {}).setdefault("fixed_steps", {}).setdefault(
+        int(config.table1.rank_seed), rows[index])
   pairs = []
   for start in config.table1.starts:
     name = f"from_{start}"
