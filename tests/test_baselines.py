@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 import trimesh
 
 from hgrad.generators import csg
@@ -34,6 +35,35 @@ def test_random_search_points_downhill_on_a_quadratic():
   grads = jax.vmap(lambda k: estimator.random_search(4, 0.1)(generate, loss, beta, k)[1])(
       jax.random.split(jax.random.key(0), 4000))
   np.testing.assert_allclose(grads.mean(0), exact, atol=0.15 * float(jnp.linalg.norm(exact)))
+
+
+def test_random_search_is_the_same_estimate_at_any_number_of_evaluations_at_once():
+  """Each evaluation trains its own weights (a few SGD steps on the data of its beta); one at a
+  time, in groups with a remainder, and all at once give the same value and estimate."""
+  def generate(beta, key):
+    return jnp.tanh(jax.random.normal(key, (5, 3)) * beta)           # 5 samples of 3 features
+
+  def loss_of_data(x):
+    def step(w, _):
+      return w - 0.1 * jax.grad(lambda w: jnp.mean((x @ w - 1.0) ** 2))(w), None
+    w, _ = jax.lax.scan(step, jnp.zeros(3), None, length=4)
+    return jnp.sum(w ** 2)
+
+  beta, key = jnp.array([0.3, -0.7, 1.1]), jax.random.key(3)
+  results = [estimator.random_search(4, 0.1, at_once=at_once)(generate, loss_of_data, beta, key)
+             for at_once in (1, 2, 4, 9, 50, None)]
+  for value, grad in results[1:]:
+    np.testing.assert_allclose(value, results[0][0], rtol=1e-5)
+    np.testing.assert_allclose(grad, results[0][1], rtol=1e-4, atol=1e-6)
+  assert float(jnp.linalg.norm(results[0][1])) > 0
+
+
+def test_evaluations_at_once_must_be_a_positive_int():
+  for bad in (0, -1, 2.0, True):
+    with pytest.raises(ValueError, match="at_once"):
+      estimator.random_search(4, 0.1, at_once=bad)
+    with pytest.raises(ValueError, match="at_once"):
+      evolution.EvolutionConfig(at_once=bad)
 
 
 def _random_trees(config, count, seed):

@@ -51,6 +51,14 @@ def test_render_benchmark_prints_json():
   assert figures["large_batch"] == 64 and figures["samples_per_s_after_large"] > 0
 
 
+def test_black_box_benchmark_prints_json():
+  out = _run("benchmarks.black_box", "--config=configs/mbii.py:smoke", "--evaluations=3",
+             "--at_once=1,2,all", "--repeats=1")
+  figures = json.loads(out.strip().splitlines()[-1])
+  assert figures["evaluations"] == 3 and figures["ratio"] > 0
+  assert {"at_once_1_s", "at_once_2_s", "at_once_3_s"} <= set(figures)
+
+
 @pytest.mark.slow
 def test_gradient_noise_benchmark_prints_json():
   out = _run("benchmarks.gradient_noise", "--config=configs/mbii.py:smoke",

@@ -21,8 +21,9 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-from hgrad.generators import csg
+from hgrad.core import estimator
 from hgrad.core.outer import InnerProblem
+from hgrad.generators import csg
 from hgrad.generators.sample import Sample
 
 Path = tuple[str, ...]
@@ -36,8 +37,10 @@ class EvolutionConfig:
   survivors: int = 2              # fittest candidates joining the population per generation
   mutation_prob: float = 0.7      # otherwise combination
   perturb_std: float = 0.25
+  at_once: int | None = None      # candidates trained at once (estimator.map_evaluations)
 
   def __post_init__(self):
+    estimator.check_at_once(self.at_once)
     if self.candidates < 1 or not 1 <= self.survivors <= self.candidates:
       raise ValueError("EvolutionConfig needs candidates >= 1 and 1 <= survivors <= candidates")
     if self.initial_population < 2 or self.max_population < self.initial_population:
@@ -136,7 +139,8 @@ class ShapeEvolution:
       trained, losses = problem.train(inner, data, remat=False)
       return problem.eval_loss(trained.params), trained, losses.mean()
 
-    self._evaluate_candidates = jax.jit(jax.vmap(train_and_eval, (None, 0)))
+    self._evaluate_candidates = jax.jit(lambda inner, data: estimator.map_evaluations(
+        lambda one: train_and_eval(inner, one), data, config.at_once))
     self._train_on = jax.jit(train_and_eval)
 
   def _sample_subtree(self, rng: np.random.Generator, max_depth: int) -> csg.Tree:
@@ -169,7 +173,7 @@ class ShapeEvolution:
     return Sample(*(x.reshape((groups, self.num_samples) + x.shape[1:]) for x in data))
 
   def step(self, inner, step: int) -> tuple[Any, dict]:
-    """One generation: candidates, their renders, vmapped train-and-evaluate, selection."""
+    """One generation: candidates, their renders, train-and-evaluate each, selection."""
     rng = np.random.default_rng([self.seed, 1, step])
     cfg, n = self.config, self.num_samples
     candidates = [self.offspring(rng) for _ in range(cfg.candidates)]

@@ -13,7 +13,8 @@ One interface (`Estimator`), three factories that bind the hyperparameters:
   is never formed. The unperturbed X and the 2m perturbed ones come from one
   vmapped `generate`, i.e. one host call for a `pure_callback`.
 * `random_search(num_perturbations, sigma)` -- Basic Random Search V1 (Mania
-  et al. 2018): finite differences of the loss itself, 2m + 1 evaluations.
+  et al. 2018): finite differences of the loss itself, 2m + 1 evaluations
+  (`map_evaluations`: one at a time on CPU, all at once on an accelerator).
 * `placebo(num_perturbations, sigma)` -- a control: the hybrid estimate's value
   and norm in a uniformly random direction.
 
@@ -255,6 +256,42 @@ class HybridEstimator(Estimator):
     return jax.tree.map(lambda a: a[:m] - a[m:], data)
 
 
+def check_at_once(at_once: int | None) -> None:
+  """Raises ValueError unless `at_once` is None or a positive int."""
+  if at_once is not None and (isinstance(at_once, bool) or not isinstance(at_once, int)
+                              or at_once < 1):
+    raise ValueError(f"at_once must be None or an int >= 1, got {at_once!r}")
+
+
+def map_evaluations(evaluate: Callable[[Any], Any], inputs: Any, at_once: int | None = None
+                    ) -> Any:
+  """`evaluate` over the leading axis of `inputs`, `at_once` of them at a time.
+
+  Within a group the evaluations are vmapped, the groups run in sequence
+  (`jax.lax.map` with that batch size); the result is the same either way, up
+  to float rounding. Black-box estimators evaluate one training run per
+  perturbation, each on its own weights, and XLA's CPU convolutions over a
+  batch of weight sets are several times slower than the same convolutions in
+  sequence (`benchmarks/black_box.py`). So None, the default, means one at a
+  time on CPU and all at once on an accelerator.
+
+  Args:
+    evaluate: a function of one slice of `inputs` (a pytree).
+    inputs: a pytree whose leaves share a leading axis of length n.
+    at_once: evaluations per group, >= 1 (n or more: a single vmap); None: by backend.
+
+  Returns:
+    The outputs of `evaluate`, stacked along a new leading axis of length n.
+  """
+  check_at_once(at_once)
+  n = jax.tree.leaves(inputs)[0].shape[0]
+  if at_once is None:
+    at_once = 1 if jax.default_backend() == "cpu" else n
+  if at_once >= n:
+    return jax.vmap(evaluate)(inputs)
+  return jax.lax.map(evaluate, inputs, batch_size=at_once if at_once > 1 else None)
+
+
 @dataclasses.dataclass(frozen=True)
 class RandomSearchEstimator(Estimator):
   """Basic Random Search V1: black box on the loss itself.
@@ -263,17 +300,23 @@ class RandomSearchEstimator(Estimator):
   L(beta - delta_j) (for a training loss, two training runs), on the same data
   key; `grad = sum_j (L+ - L-) delta_j / (2 m sigma^2)`. The value (and aux)
   are those at beta, evaluated alongside. Every evaluation needs its data
-  first, so `deferred` is not used (nothing to overlap).
+  first, so `deferred` is not used (nothing to overlap). The 2m + 1
+  evaluations run `at_once` at a time (`map_evaluations`).
   """
 
   directions: str = "gaussian"
+  at_once: int | None = None
+
+  def __post_init__(self):
+    super().__post_init__()
+    check_at_once(self.at_once)
 
   def __call__(self, generate, loss_of_data, beta, key, *, has_aux=False, shard=None,
                deferred=None):
     del deferred
     m = int(self.num_perturbations)
     deltas, data = self._perturbed_data(generate, beta, key, shard)
-    outputs = jax.vmap(loss_of_data)(data)
+    outputs = map_evaluations(loss_of_data, data, self.at_once)
     values = outputs[0] if has_aux else outputs
     value = jax.tree.map(lambda a: a[0], outputs)
     return value, combine((values[1:m + 1] - values[m + 1:]) / 2.0, deltas, self.sigma)
@@ -313,10 +356,21 @@ def hybrid(num_perturbations: int, sigma: float, directions: str = "orthogonal"
   return HybridEstimator(num_perturbations, sigma, directions)
 
 
-def random_search(num_perturbations: int, sigma: float, directions: str = "gaussian"
-                  ) -> RandomSearchEstimator:
-  """Basic Random Search V1 (Gaussian directions by default, as V1): 2m + 1 loss evaluations."""
-  return RandomSearchEstimator(num_perturbations, sigma, directions)
+def random_search(num_perturbations: int, sigma: float, directions: str = "gaussian",
+                  at_once: int | None = None) -> RandomSearchEstimator:
+  """Basic Random Search V1 (Gaussian directions by default, as V1): 2m + 1 loss evaluations.
+
+  Args:
+    num_perturbations: m, antithetic pairs: 2m + 1 evaluations per estimate.
+    sigma: std of each direction, in the units of the vector it perturbs.
+    directions: "gaussian" (default) or "orthogonal".
+    at_once: how many evaluations run at once (`map_evaluations`); None picks
+      one at a time on CPU and all of them on an accelerator.
+
+  Returns:
+    An `Estimator`.
+  """
+  return RandomSearchEstimator(num_perturbations, sigma, directions, at_once)
 
 
 def placebo(num_perturbations: int, sigma: float, directions: str = "orthogonal"
