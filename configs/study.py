@@ -53,6 +53,9 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   # 0: from timing_run, else from each seed's own hybrid run.
   config.fixed_time_steps = 0
   config.last_k = 6                       # evaluations averaged for the smoothed L
+  # What the frozen arms' labels call base.beta0: "beta0" (the hand-set one), or e.g. "the
+  # start" where base.beta0 is another beta ("fixed at the start, equal steps").
+  config.start_name = "beta0"
   # XLA:GPU's deterministic ops, so that the arms of a seed stay paired on a GPU; nothing on a CPU.
   config.deterministic = True
   # Hybrid variants, run as arms "hybrid_NAME" (nested overrides of config.base):

@@ -108,6 +108,7 @@ def _study_config(config, name: str, beta0, arms) -> Any:
   sub = copy.deepcopy(config)
   sub.name = f"{config.name}, {name}"
   sub.base.beta0 = tuple(float(b) for b in beta0)
+  sub.start_name = "the start" if len(sub.base.beta0) else "beta0"
   sub.arms = tuple(arms)
   sub.references = tuple(r for r in config.references if r in arms)
   return sub
@@ -146,8 +147,6 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
     else:
       continue                                  # report_only before the ranking finished
     sub = _study_config(config, name, beta0, arms)
-    if start is None:
-      sub.base.beta0 = ()
     start_dir = os.path.join(workdir, name)
     if start is not None and "fixed_steps" in arms and t1.rank_seed in config.seeds:
       _link_ranking_run(workdir, start_dir, t1.rank_seed, picks[start])
@@ -238,11 +237,6 @@ def _row_name(study_name: str, arm: str) -> str:
   return f"{arm} @ {start}"
 
 
-def _arm_label(start: str, arm: str) -> str:
-  """The study's label, with "fixed beta0" said as "fixed at the start" for a random start."""
-  label = study.label(arm)
-  return label if start == "beta0" else label.replace("fixed beta0", "fixed at the start")
-
 
 def _cells(scores: list[dict], columns) -> list[str]:
   return [f"{np.mean([s['image_mean'][key] for s in scores]):.2f}" for key, _ in columns]
@@ -276,7 +270,8 @@ def table(summary: dict) -> str:
     for arm, arm_entry in entry["arms"].items():
       s = arm_entry["scores"]
       start = name[len("from_"):] if name.startswith("from_") else "beta0"
-      row = (f"| {start} | {_arm_label(start, arm)} | {','.join(map(str, arm_entry['seeds']))} | "
+      arm_label = study.label(arm, entry.get("start", "beta0"))
+      row = (f"| {start} | {arm_label} | {','.join(map(str, arm_entry['seeds']))} | "
              + " | ".join(_cells(s, columns)) + f" | {np.mean([x['last_k_L'] for x in s]):.2f} |")
       if synthetic:
         row += f" {np.mean([x.get('unit_distance_final', np.nan) for x in s]):.2f} |"

@@ -124,9 +124,11 @@ def _oracle_beta(config) -> list[float]:
   return [float(b) for b in beta_star]
 
 
-def label(arm: str) -> str:
-  """An arm's name in tables and figures ("hybrid_NAME": "hybrid gradient, NAME")."""
-  return LABELS.get(arm) or f"hybrid gradient, {arm[len('hybrid_'):]}"
+def label(arm: str, start: str = "beta0") -> str:
+  """An arm's name in tables and figures ("hybrid_NAME": "hybrid gradient, NAME"); `start`
+  names the beta the frozen arms hold where it is not the hand-set beta0 ("fixed at START")."""
+  text = LABELS.get(arm) or f"hybrid gradient, {arm[len('hybrid_'):]}"
+  return text if start == "beta0" else text.replace("fixed beta0", f"fixed at {start}")
 
 
 def _budget_steps(config) -> int:
@@ -267,7 +269,7 @@ def _mean_se(values: list[float]) -> str:
 def table(summary: dict) -> str:
   """study.md: per arm mean ± s.e. (and distance to beta* on a synthetic target), progress
   per dimension, and the paired differences with their intervals."""
-  arms, seeds = summary["arms"], summary["seeds"]
+  arms, seeds, start = summary["arms"], summary["seeds"], summary.get("start", "beta0")
   synthetic = any("unit_distance_final" in s for a in arms.values() for s in a["scores"])
   lines = [f"Study `{summary['name']}` ({summary['task']}, {summary['split']}): mean ± "
            f"standard error over the seeds listed (of {seeds}); L = {summary['metric']}; "
@@ -278,7 +280,7 @@ def table(summary: dict) -> str:
            "|---|---|---|---|---|---|---|" + ("---|" if synthetic else "")]
   for arm, entry in arms.items():
     s = entry["scores"]
-    row = (f"| {label(arm)} | {','.join(map(str, entry['seeds']))} | "
+    row = (f"| {label(arm, start)} | {','.join(map(str, entry['seeds']))} | "
            f"{_mean_se([x['final_L'] for x in s])} | "
            f"{_mean_se([x['last_k_L'] for x in s])} | "
            f"{_mean_se([x.get('L_noise', np.nan) for x in s])} | {_mean_se([x['steps'] for x in s])} | "
@@ -296,7 +298,7 @@ def table(summary: dict) -> str:
       entry = arms[arm]
       cells = [np.mean([s["per_dimension"][n]["progress"] for s in entry["scores"]
                         if "per_dimension" in s]) for n in summary["moved_dimensions"]]
-      lines.append(f"| {label(arm)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
+      lines.append(f"| {label(arm, start)} | " + " | ".join(f"{c:+.2f}" for c in cells) + " |")
   lines += ["", "Paired differences (arm − reference; negative = arm better), 95% intervals "
             "(at under ~10 seeds the bootstrap interval is too narrow: read the t interval). "
             "Seeds to resolve: paired seeds at which a difference of this mean and spread has a "
@@ -313,9 +315,9 @@ def table(summary: dict) -> str:
   return "\n".join(lines) + "\n"
 
 
-def figure(curves: dict[str, list[dict]], path: str) -> None:
+def figure(curves: dict[str, list[dict]], path: str, start: str = "beta0") -> None:
   """L against steps, wall time and CPU time (the paper's Fig. 4 axes): per arm the mean over
-  seeds and a ± se band."""
+  seeds and a ± se band; arms labelled as `label(arm, start)`."""
   fig, axes = plt.subplots(1, 3, figsize=(17, 4))
   for index, (arm, runs) in enumerate(curves.items()):
     for ax, axis in zip(axes, ("step", "wall", "cpu")):
@@ -324,7 +326,7 @@ def figure(curves: dict[str, list[dict]], path: str) -> None:
       values = np.array([c["L"][:length] for c in runs])
       mean = values.mean(0)
       se = values.std(0, ddof=1) / np.sqrt(len(runs)) if len(runs) > 1 else 0 * mean
-      ax.plot(x, mean, color=f"C{index}", label=label(arm), linewidth=1.2)
+      ax.plot(x, mean, color=f"C{index}", label=label(arm, start), linewidth=1.2)
       ax.fill_between(x, mean - se, mean + se, color=f"C{index}", alpha=0.2)
   plots.finish(fig, axes, ("global step", "wall time (s)",
                            "CPU time (s, this process and the render workers)"),
@@ -394,10 +396,12 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   summary = {"moved_dimensions": [n for n, v in first.items() if "progress" in v],
              "name": config.name, "workdir": workdir, "task": config.task, "split": scored_on, "metric": metric,
              "seeds": list(config.seeds), "last_k": config.last_k, "arms": arms,
+             "start": config.get("start_name", "beta0"),
              "differences": differences}
   with open(os.path.join(workdir, "study.json"), "w") as f:
     json.dump(summary, f, indent=2)
   with open(os.path.join(workdir, "study.md"), "w") as f:
     f.write(table(summary))
-  figure({arm: c for arm, c in curves.items() if c}, os.path.join(workdir, "study.png"))
+  figure({arm: c for arm, c in curves.items() if c}, os.path.join(workdir, "study.png"),
+         summary["start"])
   return summary

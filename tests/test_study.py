@@ -245,6 +245,23 @@ def test_the_per_dimension_table_lists_only_arms_that_move_beta():
   assert "beta*" in per_dimension and per_dimension.count("\n| ") == 2     # header + hybrid
 
 
+def test_frozen_arms_are_labelled_by_the_beta_they_hold(tmp_path):
+  """A study started elsewhere than the hand-set beta0 (Table 1's random starts) says so in
+  study.md and study.png: "fixed at the start", never "fixed beta0"."""
+  scores = [{"final_L": 20.0, "last_k_L": 20.0, "steps": 10, "elapsed_s": 1.0, "L_noise": 0.1}]
+  summary = {"moved_dimensions": [], "name": "t", "task": "mbii", "split": "train split",
+             "metric": "MAE (°)", "seeds": [0], "last_k": 2, "differences": {},
+             "arms": {arm: {"seeds": [0], "scores": scores} for arm in ("hybrid", "fixed_time")}}
+  assert "| fixed beta0, equal wall time |" in study.table(summary)
+  summary["start"] = "the start"
+  assert "| fixed at the start, equal wall time |" in study.table(summary)
+  assert "fixed beta0" not in study.table(summary)
+  assert study.label("hybrid", "the start") == "hybrid gradient"
+  curve = {"L": [21.0, 20.0], "step": [10, 20], "wall": [1.0, 2.0], "cpu": [1.5, 3.0]}
+  study.figure({"fixed_time": [curve]}, str(tmp_path / "study.png"), "the start")
+  assert (tmp_path / "study.png").stat().st_size > 0
+
+
 def test_the_baseline_arms_run_the_papers_baselines_with_their_settings(monkeypatch):
   """Table 2 in a study: `random_search` and `evolution` arms are those methods, on the study's
   schedule and seed, with the baselines' settings (configs/compare.add_baselines)."""

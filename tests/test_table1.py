@@ -70,6 +70,10 @@ def test_the_protocol_ranks_starts_every_row_and_resumes_after_a_kill(tmp_path):
         workdir / "ranking" / f"beta{summary['picks'][start]}")
     for arm in ("hybrid gradient", "fixed at the start, equal steps", "placebo"):
       assert any(line.startswith(f"| {start} | {arm}") for line in table.splitlines()), (start, arm)
+    # The start's own study.md (and study.png) say what its frozen arms hold: not beta0.
+    study_md = (workdir / f"from_{start}" / "study.md").read_text()
+    assert "| fixed at the start, equal wall time |" in study_md and "fixed beta0" not in study_md
+  assert "| fixed beta0, equal steps |" in (workdir / "beta0" / "study.md").read_text()
   assert set(summary["studies"]["beta0"]["arms"]) == {"fixed_steps", "oracle"}
   for key in ("hybrid @ worst − fixed_steps @ worst", "hybrid @ worst − fixed_time @ worst",
               "hybrid @ worst − placebo @ worst", "retrain @ worst − fixed_steps @ worst",
