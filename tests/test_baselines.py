@@ -106,6 +106,27 @@ def test_evolution_operators_produce_valid_meshes_within_the_depth_bound():
   assert valid >= 100, "invalid children are rare (and are rejected by the evolution loop)"
 
 
+def test_evolution_samples_its_population_at_the_runs_beta0():
+  """From a start other than the generator's defaults (Table 1's random betas) the initial
+  population comes from that start: here p_expand 0 gives single primitives, 1 compositions."""
+  import types
+  config = csg.CSGConfig(resolution=32, max_depth=2)
+  generator = types.SimpleNamespace(config=config, beta0=csg.CSG_LAYOUT.default,
+                                    layout=csg.CSG_LAYOUT)
+  problem = types.SimpleNamespace(config=types.SimpleNamespace(num_samples=4))
+  evo_config = evolution.EvolutionConfig(initial_population=6)
+  for p_expand, composed in ((0.0, False), (1.0, True)):
+    beta0 = csg.CSG_LAYOUT.default.copy()
+    beta0[csg.CSG_LAYOUT.index("p_expand")] = p_expand
+    evo = evolution.ShapeEvolution(generator, problem, evo_config, seed=0, beta0=beta0)
+    assert all(isinstance(tree, csg.Combine) == composed for tree in evo.population), p_expand
+  named = dict(zip(csg.CSG_LAYOUT.names, beta0))
+  assert evolution.ShapeEvolution(generator, problem, evo_config, seed=0,
+                                  beta0=named).beta0.tolist() == beta0.tolist()
+  with pytest.raises(ValueError, match="beta0 has shape"):
+    evolution.ShapeEvolution(generator, problem, evo_config, seed=0, beta0=beta0[:3])
+
+
 def test_combine_cuts_deep_operands_to_respect_the_bound():
   config = csg.CSGConfig(max_depth=2)
   rng = np.random.default_rng(1)

@@ -73,7 +73,8 @@ def method_config(base, method: str, seed: int, beta0=None, layout=None,
 
 def _evolution_task(task: loop.Task, config) -> loop.Task:
   evo_config = to_dataclass(evolution.EvolutionConfig, config.evolution, where="config.evolution")
-  evo = evolution.ShapeEvolution(task.trainer.generator, task.trainer.problem, evo_config, config.seed)
+  evo = evolution.ShapeEvolution(task.trainer.generator, task.trainer.problem, evo_config,
+                                 config.seed, beta0=task.beta0)
 
   def step(state, phase: str, key):
     del key

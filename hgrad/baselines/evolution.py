@@ -31,7 +31,7 @@ Path = tuple[str, ...]
 
 @dataclasses.dataclass(frozen=True)
 class EvolutionConfig:
-  initial_population: int = 16    # shapes sampled from the grammar at beta0
+  initial_population: int = 16    # shapes sampled from the grammar at the run's beta0
   max_population: int = 64        # oldest members leave beyond this
   candidates: int = 9             # evaluated per generation (BRS evaluates 2m + 1)
   survivors: int = 2              # fittest candidates joining the population per generation
@@ -123,10 +123,20 @@ class ShapeEvolution:
 
   `step(inner_state, step) -> (inner_state, metrics)` runs one generation;
   `train(inner_state, step)` a plain training step on population renders.
+  `beta0` is the grammar's parameters that the initial population and every
+  fresh subtree are sampled at: the run's start (e.g. a random beta of Table 1),
+  not necessarily the generator's defaults.
   """
 
-  def __init__(self, generator, problem: InnerProblem, config: EvolutionConfig, seed: int):
+  def __init__(self, generator, problem: InnerProblem, config: EvolutionConfig, seed: int, *,
+               beta0):
     self.generator, self.problem, self.config = generator, problem, config
+    if isinstance(beta0, dict):
+      beta0 = [beta0[name] for name in generator.layout.names]
+    self.beta0 = np.asarray(beta0, np.float64)
+    if self.beta0.shape != generator.beta0.shape:
+      raise ValueError(f"ShapeEvolution beta0 has shape {self.beta0.shape}, the generator's "
+                       f"layout {generator.beta0.shape}")
     self.csg_config: csg.CSGConfig = generator.config
     self.seed = seed
     self.num_samples = problem.config.num_samples
@@ -147,7 +157,7 @@ class ShapeEvolution:
     config = dataclasses.replace(self.csg_config, max_depth=max(0, max_depth))
     while True:
       noise = csg.draw_noise(int(rng.integers(2 ** 32)), config.max_depth)
-      tree = csg.sample_tree(self.generator.beta0.astype(np.float64), noise, config)
+      tree = csg.sample_tree(self.beta0, noise, config)
       if is_valid(tree, self.csg_config):
         return tree
 
