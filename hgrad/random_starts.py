@@ -237,7 +237,6 @@ def _row_name(study_name: str, arm: str) -> str:
   return f"{arm} @ {start}"
 
 
-
 def _cells(scores: list[dict], columns) -> list[str]:
   return [f"{np.mean([s['image_mean'][key] for s in scores]):.2f}" for key, _ in columns]
 

@@ -122,9 +122,11 @@ def test_evolution_samples_its_population_at_the_runs_beta0():
     assert all(isinstance(tree, csg.Combine) == composed for tree in evo.population), p_expand
   named = dict(zip(csg.CSG_LAYOUT.names, beta0))
   assert evolution.ShapeEvolution(generator, problem, evo_config, seed=0,
-                                  beta0=named).beta0.tolist() == beta0.tolist()
-  with pytest.raises(ValueError, match="beta0 has shape"):
+                                  beta0=named).beta0.tolist() == evo.beta0.tolist()
+  with pytest.raises(ValueError, match="ShapeEvolution beta0 must have trailing dimension"):
     evolution.ShapeEvolution(generator, problem, evo_config, seed=0, beta0=beta0[:3])
+  with pytest.raises(ValueError, match="ShapeEvolution beta0 must be one beta"):
+    evolution.ShapeEvolution(generator, problem, evo_config, seed=0, beta0=np.stack([beta0] * 2))
 
 
 def test_combine_cuts_deep_operands_to_respect_the_bound():

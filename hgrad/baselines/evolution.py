@@ -131,12 +131,10 @@ class ShapeEvolution:
   def __init__(self, generator, problem: InnerProblem, config: EvolutionConfig, seed: int, *,
                beta0):
     self.generator, self.problem, self.config = generator, problem, config
-    if isinstance(beta0, dict):
-      beta0 = [beta0[name] for name in generator.layout.names]
-    self.beta0 = np.asarray(beta0, np.float64)
-    if self.beta0.shape != generator.beta0.shape:
-      raise ValueError(f"ShapeEvolution beta0 has shape {self.beta0.shape}, the generator's "
-                       f"layout {generator.beta0.shape}")
+    self.beta0 = generator.layout.check(beta0, what="ShapeEvolution beta0").astype(np.float64)
+    if self.beta0.ndim != 1:
+      raise ValueError(f"ShapeEvolution beta0 must be one beta, shape ({generator.layout.dim},); "
+                       f"got shape {self.beta0.shape}")
     self.csg_config: csg.CSGConfig = generator.config
     self.seed = seed
     self.num_samples = problem.config.num_samples
