@@ -38,9 +38,10 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config.task = "mbii"
   config.variant = variant
   # The real images: the SIRFS layout, the folder that holds the object folders (apple/, box/,
-  # ...); "" = $HGRAD_MBII_DIR, else the synthetic target below.
+  # ...); "" = $HGRAD_MBII_DIR, else the synthetic target below. target: "auto" (that rule),
+  # "photographs" (a directory required) or "synthetic" (the target below, $HGRAD_MBII_DIR ignored).
   config.data = ml_collections.ConfigDict(dict(
-      dir="", test_dir="", resolution=64, fill=0.9, objects=list(MIT_TRAIN)))
+      dir="", test_dir="", target="auto", resolution=64, fill=0.9, objects=list(MIT_TRAIN)))
   # Without data: 16 renders of a hidden beta* under a narrower light cone and more ambient.
   config.synthetic = ml_collections.ConfigDict(dict(
       num_images=16, seed=1_000_000_007, light_max_angle_deg=35.0, ambient_low=0.15,

@@ -2,9 +2,11 @@
 
   python -m experiments.table1 --config=configs/table1.py:synthetic --workdir=~/hgrad-runs/table1_synthetic
 
-Writes WORKDIR/table1.md and table1.json (and a study per start: WORKDIR/from_<start>/study.md,
-study.png); every run resumes, so rerunning the same command continues where it stopped;
---report_only writes the tables of the runs finished so far.
+Writes WORKDIR/table1.md and table1.json; betas.json (the random betas), ranking/beta<i> (a
+run at each), picks.json (the best, median and worst), and a study per start
+(from_<start>/study.md, study.json, study.png) and at beta0 (beta0/). Every run resumes, so
+rerunning the same command continues where it stopped; --report_only writes the tables of the
+runs finished so far.
 """
 
 from experiments import script

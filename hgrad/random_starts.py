@@ -9,7 +9,9 @@ Here:
 2. a network is trained at each, beta frozen (`ranking/beta<i>`, seed
    `rank_seed`, the study's fixed-beta schedule), and the betas are ranked by
    the smoothed L that beta is optimized on (the mean of the last `last_k`
-   evaluations; the paper ranked by test MAE, which here is held out);
+   evaluations; the paper ranked by test MAE, which here is held out); the
+   median of an even number is the better of the two middle betas; the picks
+   are saved in `picks.json`;
 3. from each named start (best, median, worst) an ordinary study runs
    (`hgrad.study`: its arms x paired seeds, `from_<start>/`) with beta0 set to
    that start: hybrid, fixed at the start at equal steps and at equal wall
@@ -19,7 +21,8 @@ Here:
 4. fixed beta0 (the layout's default, and beta* on the synthetic testbed) is a
    reference row (`beta0/`);
 5. Table 2 and Fig. 4: the baselines (`table2_arms`, e.g. Basic Random
-   Search and Shape Evolution) join the studies of `table2_starts`.
+   Search and Shape Evolution) join the studies of `table2_starts`; Fig. 4 is
+   each start's `study.png` (L against steps, wall time and CPU time).
 
 Every run resumes, and a finished one is read back, so the same command
 continues the protocol where it stopped. Writes `table1.md` and
@@ -45,6 +48,7 @@ from hgrad.tasks import registry
 
 STARTS = ("best", "median", "worst")
 BETAS_FILE = "betas.json"
+PICKS_FILE = "picks.json"
 
 
 def draw(config) -> np.ndarray:
@@ -55,8 +59,9 @@ def draw(config) -> np.ndarray:
 
 def _check(config) -> None:
   t1 = config.table1
-  if t1.num_betas < 1:
-    raise ValueError(f"config.table1.num_betas must be >= 1, got {t1.num_betas}")
+  if t1.num_betas < len(STARTS):
+    raise ValueError(f"config.table1.num_betas must be >= {len(STARTS)} (the best, the median "
+                     f"and the worst must be different betas), got {t1.num_betas}")
   for field in ("starts", "table2_starts"):
     unknown = [s for s in t1[field] if s not in STARTS]
     if unknown:
@@ -64,8 +69,17 @@ def _check(config) -> None:
   if set(t1.table2_starts) - set(t1.starts):
     raise ValueError(f"config.table1.table2_starts {tuple(t1.table2_starts)} must be among "
                      f"config.table1.starts {tuple(t1.starts)}")
-  for arm in tuple(config.arms) + tuple(t1.table2_arms) + tuple(t1.references):
-    study.variant(config, arm)          # an unknown arm fails before any run starts
+  for start, arms in _plans(config):     # each study's own checks, before any run starts
+    study.check(_study_config(config, start or "beta0", (), arms))
+
+
+def _plans(config) -> list[tuple[str | None, tuple[str, ...]]]:
+  """(start, arms) of each study in the order they run; start None: the beta0 references."""
+  t1 = config.table1
+  plans = [(start, tuple(config.arms)) for start in t1.starts]
+  plans += [(None, tuple(t1.references))]
+  plans += [(start, tuple(config.arms) + tuple(t1.table2_arms)) for start in t1.table2_starts]
+  return plans
 
 
 def _saved_betas(config, workdir: str) -> np.ndarray:
@@ -89,19 +103,56 @@ def _saved_betas(config, workdir: str) -> np.ndarray:
 
 
 def rank(config, workdir: str, betas: np.ndarray) -> tuple[list[dict], dict[str, int]]:
-  """Trains at each beta (beta frozen) and names the best, median and worst by last-k L."""
+  """Trains at each beta (beta frozen) and names the best, median and worst by last-k L.
+
+  The picks are saved in `picks.json` on the first ranking; a later one that
+  picks other betas (another `last_k` or `rank_seed`) is an error, since the
+  studies under `from_<start>/` started from the saved ones.
+  """
+  rank_seed = int(config.table1.rank_seed)
   rows = []
   for index, beta in enumerate(betas):
     run_dir = os.path.join(workdir, "ranking", f"beta{index}")
+    _check_seed(run_dir, rank_seed)
     logging.info("table1: ranking beta %d of %d -> %s", index + 1, len(betas), run_dir)
-    results = compare.run_method(config.task, config.base, "fixed", config.table1.rank_seed,
-                                 run_dir, beta)
+    results = compare.run_method(config.task, config.base, "fixed", rank_seed, run_dir, beta)
     rows.append({"index": index, **study.score(results, run_dir, config.last_k)})
+    if not np.isfinite(rows[-1]["last_k_L"]):
+      raise ValueError(f"{run_dir}: last-{config.last_k} L is {rows[-1]['last_k_L']}: the betas "
+                       f"cannot be ranked (look at its metrics.jsonl)")
   order = sorted(range(len(rows)), key=lambda i: rows[i]["last_k_L"])
   picks = {"best": order[0], "median": order[(len(order) - 1) // 2], "worst": order[-1]}
   for position, index in enumerate(order):
     rows[index]["rank"] = position + 1
+  _saved_picks(workdir, picks, rank_seed, config.last_k)
   return rows, picks
+
+
+def _check_seed(run_dir: str, rank_seed: int) -> None:
+  """A ranking run made with another seed is not this ranking's (its directory has no seed)."""
+  path = os.path.join(run_dir, "config.json")
+  if os.path.exists(path):
+    with open(path) as f:
+      seed = json.load(f).get("seed")
+    if seed != rank_seed:
+      raise ValueError(f"{run_dir} was trained with seed {seed}, not config.table1.rank_seed "
+                       f"{rank_seed}: use the rank_seed that made it, or a new workdir")
+
+
+def _saved_picks(workdir: str, picks: dict[str, int], rank_seed: int, last_k: int) -> None:
+  path = os.path.join(workdir, PICKS_FILE)
+  record = {"picks": picks, "rank_seed": rank_seed, "last_k": int(last_k)}
+  if not os.path.exists(path):
+    with open(path, "w") as f:
+      json.dump(record, f, indent=2)
+    return
+  with open(path) as f:
+    saved = json.load(f)
+  if saved["picks"] != picks:
+    raise ValueError(f"the ranking now picks {picks} (last_k {last_k}), but {path} holds "
+                     f"{saved['picks']} (last_k {saved['last_k']}), the betas the studies under "
+                     f"{workdir}/from_<start> started from: rank with the settings that made "
+                     f"them, or use a new workdir")
 
 
 def _study_config(config, name: str, beta0, arms) -> Any:
@@ -129,6 +180,9 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   t1 = config.table1
   if config.get("deterministic", True) and not report_only:
     determinism.require_deterministic_gpu()     # before the first run starts JAX's backends
+  if report_only and not os.path.exists(os.path.join(workdir, BETAS_FILE)):
+    raise FileNotFoundError(f"no Table 1 protocol under {workdir} (no {BETAS_FILE}): nothing to "
+                            f"report")
   os.makedirs(workdir, exist_ok=True)
   betas = _saved_betas(config, workdir)
   if report_only:
@@ -136,10 +190,7 @@ def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
   else:
     ranking, picks = rank(config, workdir, betas)
   studies: dict[str, dict] = {}
-  plans = [(start, tuple(config.arms)) for start in t1.starts]
-  plans += [(None, tuple(t1.references))]
-  plans += [(start, tuple(config.arms) + tuple(t1.table2_arms)) for start in t1.table2_starts]
-  for start, arms in plans:
+  for start, arms in _plans(config):
     if start is None:
       name, beta0 = "beta0", ()
     elif start in picks:
@@ -226,7 +277,8 @@ def summarize(config, betas: np.ndarray, ranking: list[dict], picks: dict[str, i
       times = {}
       for seed in sorted(set(arms[arm]) & set(target)):
         curve = compare.curve(os.path.join(studies[name]["workdir"], arm, f"seed{seed}"))
-        times[seed] = compare.time_to_target(curve, target[seed]["last_k_L"])
+        times[seed] = compare.time_to_target(curve, target[seed]["last_k_L"],
+                                             window=int(config.last_k))
       if times:
         summary["time_to_best"][_row_name(name, arm)] = times
   return summary
@@ -284,8 +336,8 @@ def table(summary: dict) -> str:
       lines.append(f"| {key} | {measure} | {d['n']} | {d['mean']:+.2f} | {t95} | "
                    + ", ".join(f"{x:+.2f}" for x in d["diffs"]) + " |")
   if summary["time_to_best"]:
-    lines += ["", "Wall seconds until L first reached the same seed's fixed beta_best last-k L "
-              "(— : never).", "", "| arm | per seed |", "|---|---|"]
+    lines += ["", f"Wall seconds until the mean of the last {summary['last_k']} evaluations of L "
+              "first reached the same seed's fixed beta_best last-k L (— : never).", "", "| arm | per seed |", "|---|---|"]
     for key, times in summary["time_to_best"].items():
       lines.append(f"| {key} | " + ", ".join(
           f"seed {seed}: {'—' if t is None else f'{t:.0f} s'}" for seed, t in times.items()) + " |")

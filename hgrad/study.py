@@ -333,26 +333,39 @@ def figure(curves: dict[str, list[dict]], path: str, start: str = "beta0") -> No
                "validation L", path)
 
 
-def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
-  """Every arm x seed (hybrid first, so the arms that need it find it), then the outputs.
+def check(config) -> None:
+  """Refuses a study config that could not run whole, before any run starts.
 
-  `report_only`: run nothing; summarize the runs that have finished (paired
-  differences over the seeds both arms have).
+  Raises:
+    ValueError: an arm or seed listed twice, an unknown arm, an arm that needs
+      the hybrid arm without it, or `last_k` below 1.
   """
   for field in ("arms", "seeds"):
     repeated = sorted({x for x in config[field] if list(config[field]).count(x) > 1}, key=str)
     if repeated:   # one pair per (arm, seed): a repeat would run or score it twice
       raise ValueError(f"config.{field} lists {repeated} more than once: {tuple(config[field])}")
   for arm in config.arms:
-    variant(config, arm)                 # unknown arms fail before any run starts
+    variant(config, arm)
   needs_hybrid = (set(config.arms) & set(NEEDS_HYBRID)) - (
       {"fixed_time"} if _budget_steps(config) or config.get("timing_run") else set())
   if needs_hybrid and "hybrid" not in config.arms:
     raise ValueError(f"arms {sorted(needs_hybrid)} need the hybrid arm")
+  if int(config.last_k) < 1:
+    raise ValueError(f"config.last_k (the evaluations L is averaged over) must be >= 1, "
+                     f"got {config.last_k}")
+
+
+def run(config, workdir: str, *, report_only: bool = False) -> dict[str, Any]:
+  """Every arm x seed (hybrid first, so the arms that need it find it), then the outputs.
+
+  `report_only`: run nothing; summarize the runs that have finished (paired
+  differences over the seeds both arms have).
+  """
+  check(config)
   if config.get("deterministic", True) and not report_only:
     determinism.require_deterministic_gpu()     # before anything starts JAX's backends
   if "oracle" in config.arms:
-    _oracle_beta(config)
+    _oracle_beta(config)                 # JAX finds beta*: after the flag
   os.makedirs(workdir, exist_ok=True)
   order = sorted(config.arms, key=lambda a: (a != "hybrid", a in NEEDS_HYBRID,
                                              ARMS.index(a) if a in ARMS else len(ARMS)))

@@ -97,3 +97,20 @@ def test_z_without_depth_variable_is_named(one_object):
 def test_missing_directory_says_how_to_configure(tmp_path):
   with pytest.raises(mbii_data.DataError, match="HGRAD_MBII_DIR"):
     mbii_data.load(str(tmp_path / "nowhere"), ["apple"])
+
+
+def test_the_target_says_whether_a_directory_is_required_or_ignored(tmp_path, monkeypatch):
+  monkeypatch.delenv(mbii_data.DATA_ENV, raising=False)
+  config = mbii_data.MBIIConfig
+  assert mbii_data.resolve_dir(config()) is None                       # auto: synthetic
+  assert mbii_data.resolve_dir(config(dir="/d")) == "/d"
+  with pytest.raises(mbii_data.DataError, match="'photographs' but no directory"):
+    mbii_data.resolve_dir(config(target="photographs"))
+  with pytest.raises(mbii_data.DataError, match="'synthetic' but config.data.dir is set"):
+    mbii_data.resolve_dir(config(target="synthetic", dir="/d"))
+  with pytest.raises(mbii_data.DataError, match="must be one of"):
+    mbii_data.resolve_dir(config(target="real"))
+  monkeypatch.setenv(mbii_data.DATA_ENV, str(tmp_path))
+  assert mbii_data.resolve_dir(config()) == str(tmp_path)                # auto: the variable
+  assert mbii_data.resolve_dir(config(target="photographs")) == str(tmp_path)
+  assert mbii_data.resolve_dir(config(target="synthetic")) is None       # the variable ignored

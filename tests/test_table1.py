@@ -112,6 +112,55 @@ def test_unknown_starts_and_arms_fail_before_any_run():
     random_starts.run(config, "/nonexistent")
 
 
+def test_bad_protocols_fail_before_any_run(tmp_path):
+  import configs.table1 as table1_configs
+  for change, message in (
+      (lambda c: c.table1.update(num_betas=2), "num_betas must be >= 3"),
+      (lambda c: c.table1.update(table2_arms=("hybrid",)), "more than once"),
+      (lambda c: setattr(c, "last_k", 0), "last_k .* must be >= 1"),
+      (lambda c: c.table1.update(references=("fixed_steps", "fixed_time")), "need the hybrid"),
+  ):
+    config = table1_configs.get_config("smoke")
+    change(config)
+    with pytest.raises(ValueError, match=message):
+      random_starts.run(config, str(tmp_path / "never"))
+  with pytest.raises(FileNotFoundError, match="no Table 1 protocol under"):
+    random_starts.run(table1_configs.get_config("smoke"), str(tmp_path / "typo"), report_only=True)
+  assert not (tmp_path / "never").exists() and not (tmp_path / "typo").exists()
+
+
+def test_a_ranking_that_picks_other_betas_or_another_seed_is_refused(tmp_path, monkeypatch):
+  import configs.table1 as table1_configs
+  config = table1_configs.get_config("smoke")
+  betas = random_starts.draw(config)
+  last_k_L = [22.0, 21.0, 23.0]
+
+  def fake_run(task, base, method, seed, run_dir, beta):   # a finished fixed run, no training
+    del task, base, method, beta
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as f:
+      json.dump({"seed": seed}, f)
+    return {}
+  monkeypatch.setattr(random_starts.compare, "run_method", fake_run)
+  monkeypatch.setattr(random_starts.study, "score", lambda results, run_dir, last_k: {
+      "last_k_L": last_k_L[int(run_dir[-1])], "final_L": 0.0})
+  workdir = str(tmp_path / "table1")
+  _, picks = random_starts.rank(config, workdir, betas)
+  assert picks == {"best": 1, "median": 0, "worst": 2}
+  assert json.loads((tmp_path / "table1" / "picks.json").read_text())["picks"] == picks
+  assert random_starts.rank(config, workdir, betas)[1] == picks       # the same ranking again
+  last_k_L[1] = 30.0                  # e.g. another last_k: the studies' starts would change
+  with pytest.raises(ValueError, match="the ranking now picks"):
+    random_starts.rank(config, workdir, betas)
+  config.table1.rank_seed = 3         # the ranking runs were trained with seed 0
+  with pytest.raises(ValueError, match="trained with seed 0, not config.table1.rank_seed 3"):
+    random_starts.rank(config, workdir, betas)
+  config.table1.rank_seed = 0
+  last_k_L[0] = float("nan")
+  with pytest.raises(ValueError, match="cannot be ranked"):
+    random_starts.rank(config, str(tmp_path / "other"), betas)
+
+
 def test_fixed_beta_best_is_its_ranking_run_when_no_study_starts_there(tmp_path):
   import configs.table1 as table1_configs
   config = table1_configs.get_config("smoke")
@@ -138,6 +187,8 @@ def test_fixed_beta_best_is_its_ranking_run_when_no_study_starts_there(tmp_path)
   d = summary["differences"]["hybrid @ worst − fixed_steps @ best"]
   assert d["last_k_L"]["n"] == 1 and d["last_k_L"]["mean"] == pytest.approx(3.0)
   assert d["final_L"]["mean"] == pytest.approx(2.5) and "t95" not in d["last_k_L"]
-  assert summary["time_to_best"] == {"hybrid @ worst": {0: 20.0}}   # first L <= 20.0: step 2
+  # The target is a mean of the last 2 evaluations (smoke's last_k), and so is what reaches it:
+  # the means are 22 (steps 1-2) and 20 (steps 2-3), so the target 20.0 is reached at step 3.
+  assert summary["time_to_best"] == {"hybrid @ worst": {0: 30.0}}
   assert "| hybrid @ worst − fixed_steps @ best | last_k_L | 1 | +3.00 | — | +3.00 |" in (
       random_starts.table(summary))

@@ -121,10 +121,16 @@ def curve(workdir: str) -> dict[str, np.ndarray]:
           "cpu": cpu[keep], "device": device[keep]}
 
 
-def time_to_target(curve: dict[str, np.ndarray], target: float) -> float | None:
-  """Wall seconds at which L first reached `target` (None if it never did)."""
-  hits = np.nonzero(curve["L"] <= target)[0]
-  return float(curve["wall"][hits[0]]) if hits.size else None
+def time_to_target(curve: dict[str, np.ndarray], target: float, window: int = 1) -> float | None:
+  """Wall seconds at which L first reached `target` (None if it never did).
+
+  With `window` > 1, L is the mean of the last `window` evaluations, from the
+  `window`-th evaluation on: the same smoothing as a target that is itself
+  such a mean.
+  """
+  means = np.convolve(np.asarray(curve["L"], np.float64), np.ones(window) / window, "valid")
+  hits = np.nonzero(means <= target)[0]
+  return float(curve["wall"][hits[0] + window - 1]) if hits.size else None
 
 
 def split_of(results: dict) -> str:

@@ -9,6 +9,8 @@ split's 10 real images (the paper's protocol); the test split is for
 reporting only. Without a dataset (`config.data.dir` / $HGRAD_MBII_DIR) the
 run uses an embedded synthetic target: renders of a hidden beta* under
 different lighting, so beta can be seen moving toward beta* (logged loudly).
+`config.data.target` makes the choice strict: "photographs" fails without a
+dataset, "synthetic" ignores $HGRAD_MBII_DIR.
 """
 
 from __future__ import annotations
@@ -86,7 +88,8 @@ def layout_for(config) -> ParamLayout:
 
 def known_beta_star(config) -> np.ndarray | None:
   """beta* when `config` runs on the synthetic target (no dataset configured), else None."""
-  if mbii_data.resolve_dir(config.data.dir) is not None:
+  if mbii_data.resolve_dir(to_dataclass(mbii_data.MBIIConfig, config.data,
+                                        where="config.data")) is not None:
     return None
   return beta_star(layout_for(config),
                    to_dataclass(SyntheticConfig, config.synthetic, where="config.synthetic"))
@@ -128,10 +131,12 @@ def parse_config(config) -> Settings:
 
 def load_real(data: mbii_data.MBIIConfig, csg: CSGConfig, synthetic: SyntheticConfig):
   """(train Sample, names, test Sample | None, test names, source description)."""
-  root = mbii_data.resolve_dir(data.dir)
+  root = mbii_data.resolve_dir(data)
   if root is None:
-    common.warn_synthetic(f"MIT-BERKELEY DATA (--config.data.dir or ${mbii_data.DATA_ENV})",
-                        f"{synthetic.num_images} renders of a hidden beta* under different lighting")
+    if data.target != "synthetic":      # chosen by default, not by name: say so loudly
+      common.warn_synthetic(f"MIT-BERKELEY DATA (--config.data.dir or ${mbii_data.DATA_ENV})",
+                            f"{synthetic.num_images} renders of a hidden beta* under different "
+                            "lighting")
     target = synthetic_target(csg, synthetic)
     names = tuple(f"synthetic_{i}" for i in range(synthetic.num_images))
     return target, names, None, (), "synthetic"

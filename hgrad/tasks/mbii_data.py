@@ -51,6 +51,10 @@ _SH_C = (0.429043, 0.511664, 0.743125, 0.886227, 0.247708)
 @dataclasses.dataclass(frozen=True)
 class MBIIConfig:
   dir: str = ""               # a directory in the layout above; "" = $HGRAD_MBII_DIR or synthetic
+  # What the run trains toward: "auto" (dir, else $HGRAD_MBII_DIR, else the synthetic target),
+  # "photographs" (dir or $HGRAD_MBII_DIR, an error without either) or "synthetic" (the
+  # synthetic target whatever $HGRAD_MBII_DIR says; an error with dir set).
+  target: str = "auto"
   test_dir: str = ""          # optional: where the test split lives (reporting only)
   resolution: int = 64
   fill: float = 0.9
@@ -209,9 +213,28 @@ def prepare(obj: RawObject, resolution: int, fill: float) -> Sample:
                 depth.astype(np.float32), keep.astype(np.float32))
 
 
-def resolve_dir(configured: str) -> str | None:
-  """The configured directory, else $HGRAD_MBII_DIR, else None (synthetic)."""
-  return configured or os.environ.get(DATA_ENV) or None
+TARGETS = ("auto", "photographs", "synthetic")
+
+
+def resolve_dir(data: MBIIConfig) -> str | None:
+  """The photographs' directory `data` names (None: the synthetic target), as `data.target` says.
+
+  Raises:
+    DataError: `data.target` is "photographs" with no directory configured, or
+      "synthetic" with one, or none of `TARGETS`.
+  """
+  if data.target not in TARGETS:
+    raise DataError(f"config.data.target must be one of {TARGETS}, got {data.target!r}")
+  if data.target == "synthetic":
+    if data.dir:
+      raise DataError(f"config.data.target is 'synthetic' but config.data.dir is set "
+                      f"({data.dir!r}): drop one of them")
+    return None
+  root = data.dir or os.environ.get(DATA_ENV) or None
+  if root is None and data.target == "photographs":
+    raise DataError(f"config.data.target is 'photographs' but no directory is configured: set "
+                    f"config.data.dir (--config.base.data.dir in a study) or ${DATA_ENV}")
+  return root
 
 
 def load(root: str, objects: Sequence[str] = MIT_TRAIN, resolution: int = 64,
