@@ -45,6 +45,8 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   config = study_configs.get_config("smoke" if variant == "smoke" else "screen")
   config.name = f"table1_{variant}"
   config.arms = ("hybrid", "placebo", "fixed_steps", "fixed_time", "retrain")
+  # The arms each study takes paired differences against (config.table1.references, below,
+  # are the arms run at beta0).
   config.references = ("fixed_steps", "fixed_time", "placebo")
   config.seeds = (0, 1, 2)
   base = config.base
