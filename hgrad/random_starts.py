@@ -106,14 +106,15 @@ def rank(config, workdir: str, betas: np.ndarray) -> tuple[list[dict], dict[str,
   """Trains at each beta (beta frozen) and names the best, median and worst by last-k L.
 
   The picks are saved in `picks.json` on the first ranking; a later one that
-  picks other betas (another `last_k` or `rank_seed`) is an error, since the
-  studies under `from_<start>/` started from the saved ones.
+  picks other betas (e.g. with another `last_k`) is an error, since the
+  studies under `from_<start>/` started from the saved ones. A ranking run
+  made with another `rank_seed` is refused when it is read back
+  (`compare.run_method`).
   """
   rank_seed = int(config.table1.rank_seed)
   rows = []
   for index, beta in enumerate(betas):
     run_dir = os.path.join(workdir, "ranking", f"beta{index}")
-    _check_seed(run_dir, rank_seed)
     logging.info("table1: ranking beta %d of %d -> %s", index + 1, len(betas), run_dir)
     results = compare.run_method(config.task, config.base, "fixed", rank_seed, run_dir, beta)
     rows.append({"index": index, **study.score(results, run_dir, config.last_k)})
@@ -126,17 +127,6 @@ def rank(config, workdir: str, betas: np.ndarray) -> tuple[list[dict], dict[str,
     rows[index]["rank"] = position + 1
   _saved_picks(workdir, picks, rank_seed, config.last_k)
   return rows, picks
-
-
-def _check_seed(run_dir: str, rank_seed: int) -> None:
-  """A ranking run made with another seed is not this ranking's (its directory has no seed)."""
-  path = os.path.join(run_dir, "config.json")
-  if os.path.exists(path):
-    with open(path) as f:
-      seed = json.load(f).get("seed")
-    if seed != rank_seed:
-      raise ValueError(f"{run_dir} was trained with seed {seed}, not config.table1.rank_seed "
-                       f"{rank_seed}: use the rank_seed that made it, or a new workdir")
 
 
 def _saved_picks(workdir: str, picks: dict[str, int], rank_seed: int, last_k: int) -> None:

@@ -392,3 +392,27 @@ def test_a_study_asks_for_deterministic_gpu_ops_before_anything_runs_jax(monkeyp
   with pytest.raises(RuntimeError, match="stop here"):
     study.run(config, str(tmp_path), report_only=True)
   assert calls == ["oracle"]
+
+
+def test_a_run_is_not_read_back_or_resumed_under_other_settings(tmp_path):
+  """Runs are found by directory: another seed, beta0 or schedule in the same one is refused
+  (naming what differs); how it runs (workers, render backend) may change."""
+  import copy   # pylint: disable=g-import-not-at-top
+  import configs.study as study_configs   # pylint: disable=g-import-not-at-top
+  from hgrad.baselines import compare   # pylint: disable=g-import-not-at-top
+  from hgrad.tasks import common   # pylint: disable=g-import-not-at-top
+  base = study_configs.get_config("smoke").base
+  (tmp_path / "config.json").write_text(compare.method_config(base, "fixed", 0).to_json_best_effort())
+  (tmp_path / "results.json").write_text(json.dumps({"steps": 7}))
+  assert compare.run_method("mbii", base, "fixed", 0, str(tmp_path)) == {"steps": 7}
+  runtime = copy.deepcopy(base)
+  runtime.num_workers, runtime.render.backend = 3, "ray"
+  assert compare.run_method("mbii", runtime, "fixed", 0, str(tmp_path)) == {"steps": 7}
+  with pytest.raises(ValueError, match="other settings: seed: 0 there, 3 now"):
+    compare.run_method("mbii", base, "fixed", 3, str(tmp_path))
+  with pytest.raises(ValueError, match=r"other settings: schedule\.final_steps"):
+    compare.run_method("mbii", base, "fixed", 0, str(tmp_path), schedule_overrides={
+        "final_steps": base.schedule.final_steps + 1})
+  with pytest.raises(ValueError, match="other settings: beta0"):
+    compare.run_method("mbii", base, "fixed", 0, str(tmp_path), beta0=np.full(29, 0.5))
+  common.check_same_run(str(tmp_path / "new"), base)          # nothing there: nothing to refuse

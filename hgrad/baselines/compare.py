@@ -94,14 +94,20 @@ def _evolution_task(task: loop.Task, config) -> loop.Task:
 
 def run_method(task_name: str, base, method: str, seed: int, workdir: str, beta0=None,
                schedule_overrides=None) -> dict:
-  """One resumable run; a finished one (a results.json not marked partial) is read back."""
+  """One resumable run; a finished one (a results.json not marked partial) is read back.
+
+  Raises:
+    ValueError: `workdir` holds a run made with other settings
+      (`common.check_same_run`).
+  """
+  config = method_config(base, method, seed, beta0, registry.layout(base), schedule_overrides)
+  common.check_same_run(workdir, config)
   finished = loop.finished_results(workdir)
   if finished is not None:
     return finished
   task_module = registry.get(task_name)
   if method == "evolution" and task_name != "mbii":
     raise ValueError("Shape Evolution evolves CSG shapes: it runs on the mbii task only")
-  config = method_config(base, method, seed, beta0, registry.layout(base), schedule_overrides)
 
   def build(config):
     task, schedule = task_module.build(config)

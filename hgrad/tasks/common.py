@@ -11,6 +11,7 @@ metrics on a batch of real images) live here too.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from typing import Any, Callable
 
@@ -239,16 +240,57 @@ def describe_source(source: str) -> str:
   return source
 
 
+CONFIG_FILE = "config.json"
+# How a run is carried out, not what it computes: these may change when it resumes.
+RUNTIME_KEYS = ("num_workers", "render", "distributed")
+
+
+def check_same_run(workdir: str, config) -> None:
+  """Refuses to resume (or read back) the run in `workdir` under other settings.
+
+  A run is found by its directory, so a second command naming the same one
+  with another seed, beta0, data or schedule would silently mix two runs.
+  Keys only one side has (a field newer than the run) and `RUNTIME_KEYS` are
+  not compared.
+
+  Raises:
+    ValueError: naming the settings that differ from `workdir/config.json`.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return
+  with open(path) as f:
+    saved = _flat(json.load(f))
+  now = _flat(json.loads(config.to_json_best_effort()))
+  differ = [key for key in sorted(set(saved) & set(now))
+            if saved[key] != now[key] and key.split(".")[0] not in RUNTIME_KEYS]
+  if differ:
+    shown = "; ".join(f"{key}: {saved[key]!r} there, {now[key]!r} now" for key in differ[:4])
+    more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+    raise ValueError(f"{workdir} holds a run made with other settings: {shown}{more}. Resume it "
+                     f"with the settings in {path}, or use a new workdir")
+
+
+def _flat(tree, prefix: str = "") -> dict[str, Any]:
+  if isinstance(tree, dict):
+    out = {}
+    for key, value in tree.items():
+      out.update(_flat(value, f"{prefix}{key}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
 def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,
         workdir: str) -> dict:
   """Joins the other JAX processes (if any), builds, writes WORKDIR/config.json, runs (or
   resumes) and closes the generator."""
   distributed.initialize(to_dataclass(distributed.DistributedConfig, config.get("distributed"),
                                       where="config.distributed"))
+  check_same_run(workdir, config)
   task, schedule = build_fn(config)
   os.makedirs(workdir, exist_ok=True)
   if distributed.is_primary():
-    with open(os.path.join(workdir, "config.json"), "w") as f:
+    with open(os.path.join(workdir, CONFIG_FILE), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
   try:
     return loop.run(task, schedule, workdir, config.seed)
