@@ -69,7 +69,11 @@ def test_with_ema_L_is_the_averaged_network_and_the_run_delivers_it(tmp_path):
     assert float(task.trainer.evaluate(params)) == pytest.approx(evaluated[-1]["L"], rel=1e-4)
   finally:
     task.trainer.generator.close()
-  # Resuming that workdir under another state structure (no average) names the problem.
+  # Resuming that workdir under other settings names the setting, before anything is built ...
   config.inner.ema_decay = 0.0
+  with pytest.raises(ValueError, match="other settings: inner.ema_decay: 0.9 there, 0.0 now"):
+    mbii.run(config, str(tmp_path))
+  # ... and without its config.json (a run of an older hgrad), the checkpoint names the problem.
+  os.remove(os.path.join(tmp_path, "config.json"))
   with pytest.raises(ValueError, match="does not fit this run's state"):
     mbii.run(config, str(tmp_path))
