@@ -89,17 +89,21 @@ def _saved_betas(config, workdir: str) -> np.ndarray:
   path = os.path.join(workdir, BETAS_FILE)
   record = {"layout": layout.name, "prior_seed": int(config.table1.prior_seed),
             "betas": [layout.as_dict(b) for b in betas]}
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-    if saved != json.loads(json.dumps(record)):
-      raise ValueError(f"{path} holds other random betas (layout {saved['layout']}, prior seed "
-                       f"{saved['prior_seed']}, {len(saved['betas'])} betas) than this config "
-                       f"draws: use a new workdir, or the config that drew them")
-  else:
+  saved = _saved_once(path, record)
+  if saved != json.loads(json.dumps(record)):
+    raise ValueError(f"{path} holds other random betas (layout {saved['layout']}, prior seed "
+                     f"{saved['prior_seed']}, {len(saved['betas'])} betas) than this config "
+                     f"draws: use a new workdir, or the config that drew them")
+  return betas
+
+
+def _saved_once(path: str, record: dict) -> dict:
+  """`record`, written to `path` if nothing is there yet; else what the first call wrote."""
+  if not os.path.exists(path):
     with open(path, "w") as f:
       json.dump(record, f, indent=2)
-  return betas
+  with open(path) as f:
+    return json.load(f)
 
 
 def rank(config, workdir: str, betas: np.ndarray) -> tuple[list[dict], dict[str, int]]:
@@ -131,13 +135,7 @@ def rank(config, workdir: str, betas: np.ndarray) -> tuple[list[dict], dict[str,
 
 def _saved_picks(workdir: str, picks: dict[str, int], rank_seed: int, last_k: int) -> None:
   path = os.path.join(workdir, PICKS_FILE)
-  record = {"picks": picks, "rank_seed": rank_seed, "last_k": int(last_k)}
-  if not os.path.exists(path):
-    with open(path, "w") as f:
-      json.dump(record, f, indent=2)
-    return
-  with open(path) as f:
-    saved = json.load(f)
+  saved = _saved_once(path, {"picks": picks, "rank_seed": rank_seed, "last_k": int(last_k)})
   if saved["picks"] != picks:
     raise ValueError(f"the ranking now picks {picks} (last_k {last_k}), but {path} holds "
                      f"{saved['picks']} (last_k {saved['last_k']}), the betas the studies under "
@@ -327,7 +325,8 @@ def table(summary: dict) -> str:
                    + ", ".join(f"{x:+.2f}" for x in d["diffs"]) + " |")
   if summary["time_to_best"]:
     lines += ["", f"Wall seconds until the mean of the last {summary['last_k']} evaluations of L "
-              "first reached the same seed's fixed beta_best last-k L (— : never).", "", "| arm | per seed |", "|---|---|"]
+              "first reached the same seed's fixed beta_best last-k L (— : never).", "",
+              "| arm | per seed |", "|---|---|"]
     for key, times in summary["time_to_best"].items():
       lines.append(f"| {key} | " + ", ".join(
           f"seed {seed}: {'—' if t is None else f'{t:.0f} s'}" for seed, t in times.items()) + " |")

@@ -101,9 +101,9 @@ def run_method(task_name: str, base, method: str, seed: int, workdir: str, beta0
       (`common.check_same_run`).
   """
   config = method_config(base, method, seed, beta0, registry.layout(base), schedule_overrides)
-  common.check_same_run(workdir, config)
   finished = loop.finished_results(workdir)
   if finished is not None:
+    common.check_same_run(workdir, config)    # common.run checks a run it resumes
     return finished
   task_module = registry.get(task_name)
   if method == "evolution" and task_name != "mbii":

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
 from hgrad import plots
 from hgrad.core import distributed
@@ -260,8 +261,8 @@ def check_same_run(workdir: str, config) -> None:
   if not os.path.exists(path):
     return
   with open(path) as f:
-    saved = _flat(json.load(f))
-  now = _flat(json.loads(config.to_json_best_effort()))
+    saved = traverse_util.flatten_dict(json.load(f), sep=".")
+  now = traverse_util.flatten_dict(json.loads(config.to_json_best_effort()), sep=".")
   differ = [key for key in sorted(set(saved) & set(now))
             if saved[key] != now[key] and key.split(".")[0] not in RUNTIME_KEYS]
   if differ:
@@ -269,15 +270,6 @@ def check_same_run(workdir: str, config) -> None:
     more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
     raise ValueError(f"{workdir} holds a run made with other settings: {shown}{more}. Resume it "
                      f"with the settings in {path}, or use a new workdir")
-
-
-def _flat(tree, prefix: str = "") -> dict[str, Any]:
-  if isinstance(tree, dict):
-    out = {}
-    for key, value in tree.items():
-      out.update(_flat(value, f"{prefix}{key}."))
-    return out
-  return {prefix[:-1]: tree}
 
 
 def run(build_fn: Callable[[Any], tuple[loop.Task, loop.Schedule]], config,
