@@ -15,12 +15,22 @@ antithetic directions, and compares:
 Each comparison is made for directions over all of beta, over its discrete
 rule probabilities / mixture weights only (`p_*`, `*weight*`), and over its
 continuous dimensions only; the estimate for a block is unbiased for that
-block of the gradient. The task is the config's (`config.task`: mbii, nyu, face).
+block of the gradient. A block may also be one dimension by name
+(`--blocks=all,p_expand`): directions along it alone, so a term s_j is exactly
+0 when the data on the two sides of the perturbation are identical (a
+discrete dimension whose flips never happen). `zero share` is that share of the
+terms. `--dimensions` names dimensions whose component of the estimate is
+reported in every block that holds it: its mean over the keys, the standard
+error and t = mean / s.e. (how consistently the estimate moves that dimension,
+in the optimizer's coordinates). The task is the config's (`config.task`: mbii, nyu, face).
 
   python -m benchmarks.gradient_noise --workdir=runs/cpu \\
       --config.data.dir=/path/to/MIT-Berkeley/train [--keys=4 --num_perturbations=24]
   python -m benchmarks.gradient_noise ... --directions=orthogonal --num_perturbations=58 --blocks=all
   python -m benchmarks.gradient_noise --config=configs/nyu.py:smoke --keys=2 --num_perturbations=2
+  python -m benchmarks.gradient_noise --config=configs/table1.py:real --workdir=RUN \
+      --blocks=all,p_expand --dimensions=p_expand --keys=16 --num_perturbations=58 \
+      --directions=orthogonal
 
 Prints a table and, as its last line, JSON with the numbers per block.
 """
@@ -38,6 +48,7 @@ from benchmarks import common
 from experiments import script
 from hgrad.core import estimator as estimators
 from hgrad.core.checkpoint import Checkpointer
+from hgrad.tasks import registry
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", os.path.join(os.path.dirname(__file__), "..", "configs", "mbii.py"),
@@ -49,7 +60,10 @@ _KEYS = flags.DEFINE_integer("keys", 4, "Independent sample sets.")
 _M = flags.DEFINE_integer("num_perturbations", 24, "Directions per sample set (even).")
 _DIRECTIONS = flags.DEFINE_enum("directions", "gaussian", ["gaussian", "orthogonal"],
                                 "Direction draws (orthogonal: use m = 2 * dim(beta)).")
-_BLOCKS = flags.DEFINE_list("blocks", ["all", "discrete", "continuous"], "Blocks to measure.")
+_BLOCKS = flags.DEFINE_list("blocks", ["all", "discrete", "continuous"],
+                            "Blocks to measure: all, discrete, continuous or a dimension's name.")
+_DIMENSIONS = flags.DEFINE_list("dimensions", [], "Dimensions whose component of the estimate "
+                                "is reported (mean, s.e. and t over the keys) in each block.")
 
 
 def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
@@ -62,22 +76,35 @@ def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> di
             for s, d in zip(s_KxM, deltas_KxMxD)]
   cross = common.mean_cross_cosine(grads)
   abs_s = np.abs(s_KxM)
+  median = float(np.median(abs_s))
   return {"halves_cosine": float(np.mean(halves)), "cross_key_cosine": cross,
           "grad_norm": float(np.mean(np.linalg.norm(grads, axis=1))),
           "mean_grad_norm": float(np.linalg.norm(grads.mean(0))),
-          "s_median": float(np.median(abs_s)), "s_tail": float(abs_s.max() / np.median(abs_s))}
+          "s_median": median, "s_tail": float(abs_s.max() / median) if median > 0 else None,
+          "zero_share": float(np.mean(s_KxM == 0)), "grads": grads}
+
+
+def component(grads_KxD: np.ndarray, index: int) -> dict:
+  """One dimension's component of K estimates: mean, standard error, t = mean / s.e."""
+  values = grads_KxD[:, index]
+  mean = float(values.mean())
+  se = float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+  return {"mean": mean, "se": se, "t": mean / se if se > 0 else float("nan")}
 
 
 def main():
   if _M.value < 2 or _M.value % 2:
     raise ValueError(f"--num_perturbations must be even and >= 2, got {_M.value}")
-  blocks = ("all", "discrete", "continuous")
-  unknown = set(_BLOCKS.value) - set(blocks)
-  if unknown:
-    raise ValueError(f"unknown --blocks {sorted(unknown)}; choose from {blocks}")
   config, task_module = common.task_config(_CONFIG.value)
+  layout = registry.layout(config)
+  kinds = ("all", "discrete", "continuous")
+  unknown = sorted(set(_BLOCKS.value) - set(kinds) - set(layout.names))
+  if unknown:
+    raise ValueError(f"unknown --blocks {unknown}: use {', '.join(kinds)} or a dimension of "
+                     f"the {layout.name} layout ({', '.join(layout.names)})")
+  dimensions = [layout.index(name) for name in _DIMENSIONS.value]   # an unknown name: its error
   task, _ = task_module.build(config)
-  trainer, layout = task.trainer, task.trainer.layout
+  trainer = task.trainer
   state = trainer.init(task.beta0, task.params0)
   if _WORKDIR.value:
     checkpointer = Checkpointer(_WORKDIR.value)
@@ -88,7 +115,8 @@ def main():
   discrete = np.array([s.name.startswith("p_") or s.doc.startswith("weight") or "weight of" in s.doc
                        for s in layout.specs])
   blocks = {"all": np.arange(layout.dim), "discrete": np.nonzero(discrete)[0],
-            "continuous": np.nonzero(~discrete)[0]}
+            "continuous": np.nonzero(~discrete)[0],
+            **{name: np.array([layout.index(name)]) for name in layout.names}}
   hybrid = estimators.hybrid(_M.value, sigma, _DIRECTIONS.value)
 
   def raw_terms(block: np.ndarray):
@@ -109,14 +137,23 @@ def main():
     results[name] = block_stats(np.stack([t[0] for t in terms]), np.stack([t[1] for t in terms]),
                                 sigma)
     results[name]["dims"] = int(len(blocks[name]))
+    grads = results[name].pop("grads")
+    results[name]["components"] = {
+        layout.names[i]: component(grads, int(np.nonzero(blocks[name] == i)[0][0]))
+        for i in dimensions if i in blocks[name]}
   task.trainer.generator.close()
   print(f"{'block':<11} {'dims':>4} {'halves cos':>10} {'cross-key cos':>13} "
-        f"{'|mean g|/mean|g|':>16} {'max|s|/med|s|':>13}")
+        f"{'|mean g|/mean|g|':>16} {'max|s|/med|s|':>13} {'zero share':>10}")
   for name, r in results.items():
     print(f"{name:<11} {r['dims']:>4} {r['halves_cosine']:>10.3f} {r['cross_key_cosine']:>13.3f} "
-          f"{r['mean_grad_norm'] / r['grad_norm']:>16.3f} {r['s_tail']:>13.1f}")
+          f"{r['mean_grad_norm'] / max(r['grad_norm'], 1e-30):>16.3f} "
+          f"{'-' if r['s_tail'] is None else format(r['s_tail'], '.1f'):>13} "
+          f"{r['zero_share']:>10.3f}")
   print(f"(pure noise: cross-key cos ~ 0 and |mean g|/mean|g| ~ 1/sqrt(keys) = "
         f"{1 / np.sqrt(_KEYS.value):.3f})")
+  for name, r in results.items():
+    for dim, c in r["components"].items():
+      print(f"{dim} in block {name}: mean {c['mean']:+.4g}, s.e. {c['se']:.3g}, t {c['t']:+.2f}")
   print(json.dumps({"num_perturbations": _M.value, "directions": _DIRECTIONS.value,
                     "keys": _KEYS.value, "sigma": sigma,
                     "at": _AT.value, "workdir": _WORKDIR.value, "blocks": results,

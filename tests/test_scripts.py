@@ -63,12 +63,23 @@ def test_black_box_benchmark_prints_json():
 def test_gradient_noise_benchmark_prints_json():
   out = _run("benchmarks.gradient_noise", "--config=configs/mbii.py:smoke",
              f"--config.data.dir={mbii_train_dir()}", "--keys=2", "--num_perturbations=2",
-             "--directions=orthogonal")
+             "--directions=orthogonal", "--blocks=all,discrete,continuous,p_expand",
+             "--dimensions=p_expand")
   figures = json.loads(out.strip().splitlines()[-1])
-  assert set(figures["blocks"]) == {"all", "discrete", "continuous"}
-  assert figures["blocks"]["discrete"]["dims"] == 7 and figures["blocks"]["all"]["dims"] == 29
-  for block in figures["blocks"].values():
+  blocks = figures["blocks"]
+  assert set(blocks) == {"all", "discrete", "continuous", "p_expand"}
+  assert blocks["discrete"]["dims"] == 7 and blocks["all"]["dims"] == 29
+  assert blocks["p_expand"]["dims"] == 1
+  for block in (blocks["all"], blocks["discrete"], blocks["continuous"]):
     assert -1.0 <= block["cross_key_cosine"] <= 1.0 and block["grad_norm"] > 0
+  for block in blocks.values():
+    assert 0.0 <= block["zero_share"] <= 1.0
+  # p_expand's component is reported in every block that holds it, and only there.
+  assert set(blocks["continuous"]["components"]) == set()
+  for name in ("all", "discrete", "p_expand"):
+    c = blocks[name]["components"]["p_expand"]
+    assert np.isfinite(c["mean"]) and c["se"] >= 0
+  assert "p_expand in block all: mean" in out
 
 
 @pytest.mark.slow
@@ -221,6 +232,7 @@ def test_a_run_directory_in_use_ends_the_second_command_with_one_line_and_exit_2
     ("benchmarks.moves", ["--runs=unused", "stray"], "unexpected arguments ['stray']"),
     ("benchmarks.gradient_noise", ["--num_perturbations=3"], "--num_perturbations must be even"),
     ("benchmarks.gradient_noise", ["--blocks=al"], "unknown --blocks ['al']"),
+    ("benchmarks.gradient_noise", ["--dimensions=p_expnd"], "'p_expnd' is not in the"),
 ])
 @pytest.mark.slow
 def test_benchmarks_end_bad_input_with_one_line_and_exit_2(module, args, names):
