@@ -18,19 +18,21 @@ continuous dimensions only; the estimate for a block is unbiased for that
 block of the gradient. A block may also be one dimension by name
 (`--blocks=all,p_expand`): directions along it alone, so a term s_j is exactly
 0 when the data on the two sides of the perturbation are identical (a
-discrete dimension whose flips never happen). `zero share` is that share of the
-terms. `--dimensions` names dimensions whose component of the estimate is
-reported in every block that holds it: its mean over the keys, the standard
-error and t = mean / s.e. (how consistently the estimate moves that dimension,
-in the optimizer's coordinates). The task is the config's (`config.task`: mbii, nyu, face).
+discrete dimension whose flips never happen); `zero share` is that share of
+the terms. Such a block needs only m = 2 (its directions are +-sigma along
+the dimension, on one sample set per key): spend the budget on `--keys`.
+`--dimensions` names dimensions whose component of the estimate is reported
+in every block that holds it: its mean over the keys, the standard error and
+t = mean / s.e. (how consistently the estimate moves that dimension, in the
+optimizer's coordinates). The task is the config's (`config.task`: mbii, nyu,
+face).
 
   python -m benchmarks.gradient_noise --workdir=runs/cpu \\
       --config.data.dir=/path/to/MIT-Berkeley/train [--keys=4 --num_perturbations=24]
   python -m benchmarks.gradient_noise ... --directions=orthogonal --num_perturbations=58 --blocks=all
   python -m benchmarks.gradient_noise --config=configs/nyu.py:smoke --keys=2 --num_perturbations=2
-  python -m benchmarks.gradient_noise --config=configs/table1.py:real --workdir=RUN \
-      --blocks=all,p_expand --dimensions=p_expand --keys=16 --num_perturbations=58 \
-      --directions=orthogonal
+  python -m benchmarks.gradient_noise --config=configs/table1.py:real --workdir=RUN \\
+      --blocks=p_expand --dimensions=p_expand --keys=64 --num_perturbations=2
 
 Prints a table and, as its last line, JSON with the numbers per block.
 """
