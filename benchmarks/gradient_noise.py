@@ -13,7 +13,7 @@ antithetic directions, and compares:
              discrete choices flipping under beta +- delta dominate.
 
 Each comparison is made for directions over all of beta, over its discrete
-rule probabilities / mixture weights only (`p_*`, `*weight*`), and over its
+rule weights and probabilities only (the layout's `kind`), and over its
 continuous dimensions only; the estimate for a block is unbiased for that
 block of the gradient. A block may also be one dimension by name
 (`--blocks=all,p_expand`): directions along it alone, so a term s_j is exactly
@@ -114,8 +114,7 @@ def main():
     checkpointer.close()
   u = trainer.init(task.beta0, task.params0).u if _AT.value == "beta0" else state.u
   sigma = trainer.outer.sigma
-  discrete = np.array([s.name.startswith("p_") or s.doc.startswith("weight") or "weight of" in s.doc
-                       for s in layout.specs])
+  discrete = layout.kind != ""            # rule weights and probabilities
   blocks = {"all": np.arange(layout.dim), "discrete": np.nonzero(discrete)[0],
             "continuous": np.nonzero(~discrete)[0],
             **{name: np.array([layout.index(name)]) for name in layout.names}}
