@@ -68,8 +68,9 @@ _DIMENSIONS = flags.DEFINE_list("dimensions", [], "Dimensions whose component of
                                 "is reported (mean, s.e. and t over the keys) in each block.")
 
 
-def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> dict:
-  """Halves, cross-key and tail statistics of K sets of (s_j, delta_j)."""
+def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float
+                ) -> tuple[dict, np.ndarray]:
+  """Halves, cross-key and tail statistics of K sets of (s_j, delta_j), and the K estimates."""
   num_keys, m = s_KxM.shape
   combine = lambda s, d: np.asarray(estimators.combine(s, d, sigma))  # noqa: E731
   grads = np.stack([combine(s, d) for s, d in zip(s_KxM, deltas_KxMxD)])
@@ -83,7 +84,7 @@ def block_stats(s_KxM: np.ndarray, deltas_KxMxD: np.ndarray, sigma: float) -> di
           "grad_norm": float(np.mean(np.linalg.norm(grads, axis=1))),
           "mean_grad_norm": float(np.linalg.norm(grads.mean(0))),
           "s_median": median, "s_tail": float(abs_s.max() / median) if median > 0 else None,
-          "zero_share": float(np.mean(s_KxM == 0)), "grads": grads}
+          "zero_share": float(np.mean(s_KxM == 0))}, grads
 
 
 def component(grads_KxD: np.ndarray, index: int) -> dict:
@@ -135,12 +136,11 @@ def main():
   for name in _BLOCKS.value:
     block_terms = raw_terms(blocks[name])
     terms = [jax.device_get(block_terms(jax.random.key(1000 + k))) for k in range(_KEYS.value)]
-    results[name] = block_stats(np.stack([t[0] for t in terms]), np.stack([t[1] for t in terms]),
-                                sigma)
+    results[name], grads = block_stats(np.stack([t[0] for t in terms]),
+                                       np.stack([t[1] for t in terms]), sigma)
     results[name]["dims"] = int(len(blocks[name]))
-    grads = results[name].pop("grads")
     results[name]["components"] = {
-        layout.names[i]: component(grads, int(np.nonzero(blocks[name] == i)[0][0]))
+        layout.names[i]: component(grads, list(blocks[name]).index(i))
         for i in dimensions if i in blocks[name]}
   task.trainer.generator.close()
   print(f"{'block':<11} {'dims':>4} {'halves cos':>10} {'cross-key cos':>13} "
